@@ -1,0 +1,5 @@
+import sys
+
+from robustdistiller_upstream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""The s3prl upstream expert for our students (and any DistilHuBERT-format checkpoint)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import torch
+import yaml
+from s3prl.upstream.interfaces import UpstreamBase
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+
+from robustdistiller_upstream.checkpoint import load_student_checkpoint
+from robustdistiller_upstream.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_EXPERT_OPTIONS = {"trust_checkpoint"}
+
+
+def read_expert_options(model_config: Optional[str]) -> dict[str, Any]:
+    """Options from the s3prl ``-g/--upstream_model_config`` YAML (only ``trust_checkpoint`` for now)."""
+    if not model_config:
+        return {}
+    try:
+        with open(model_config) as f:
+            options = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise ConfigError(f"{model_config}: cannot read upstream model config ({exc})") from None
+    if not isinstance(options, dict) or set(options) - _EXPERT_OPTIONS:
+        raise ConfigError(f"{model_config}: unknown upstream option(s); allowed: {sorted(_EXPERT_OPTIONS)}")
+    return options
+
+
+class UpstreamExpert(UpstreamBase):
+    """``forward(list of (samples,) 16 kHz tensors)`` -> s3prl's distiller output contract.
+
+    ``hidden_states``: [projected CNN features, each transformer layer, each prediction head], every one
+    (batch, frames, dim) - the same list, order and lengths as stock ``distiller_local`` for the same weights.
+    """
+
+    def __init__(
+        self, ckpt: str, model_config: Optional[str] = None, trust_checkpoint: bool = False, **kwargs: Any
+    ) -> None:
+        kwargs.pop("refresh", None)  # s3prl passes it to every entry; it only matters for downloads
+        super().__init__(**kwargs)
+        options = read_expert_options(model_config)
+        checkpoint = load_student_checkpoint(ckpt, trust_checkpoint or bool(options.get("trust_checkpoint", False)))
+        self.model = checkpoint.build_model()
+        self.metadata = checkpoint.metadata
+        logger.info("loaded %s (%.1fM parameters without heads)", ckpt, self.model.num_parameters() / 1e6)
+
+    def get_downsample_rates(self, key: str) -> int:
+        return self.model.config.downsample_rate
+
+    def forward(self, wavs: list[Tensor]) -> dict[str, Any]:
+        lengths = torch.tensor([len(wav) for wav in wavs], device=wavs[0].device)
+        out = self.model(pad_sequence(wavs, batch_first=True), lengths)
+        hidden_states = [out.projected, *out.layer_hiddens, *out.predictions.unbind(1)]
+        return {
+            "hidden_states": hidden_states,
+            "last_hidden_state": hidden_states[-1],
+            "pad_mask": (~out.padding_mask).to(out.projected.dtype),  # (batch, frames), 1 = valid, as s3prl
+            "paper": out.layer_hiddens[-1],  # the DistilHuBERT paper's representation
+        }
