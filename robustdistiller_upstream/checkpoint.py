@@ -33,6 +33,13 @@ TRUST_HINT = (
 )
 
 
+def looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (torch >= 1.6) or a legacy pickle stream: what ``torch.save`` writes."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def load_torch_file(path: PathLike, trust_checkpoint: bool = False) -> Any:
     """``torch.load`` on CPU with clear errors; refuses pickled code unless ``trust_checkpoint``.
 
@@ -48,13 +55,14 @@ def load_torch_file(path: PathLike, trust_checkpoint: bool = False) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
-            detail = next((line for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
+        # torch names the class or function the file wants to import ("Unsupported global: GLOBAL x.y")
+        detail = next((line for line in str(exc).splitlines() if "Unsupported global" in line), None)
+        if detail is not None:
             raise CheckpointError(
                 f"{path}: refused to load: the file holds pickled Python objects, and unpickling them can run "
-                f"code from the file ({detail.strip()}). {TRUST_HINT}"
+                f"code from the file ({detail.strip().rstrip('.')}). {TRUST_HINT}"
             ) from None
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt?): {exc}") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt?): {str(exc).splitlines()[0]}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {exc}") from None
 

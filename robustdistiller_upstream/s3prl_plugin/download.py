@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 from urllib.parse import urldefrag
 
+from robustdistiller_upstream.checkpoint import looks_like_torch_file
 from robustdistiller_upstream.errors import CheckpointError
 
 RELEASE_BASE = "https://huggingface.co/Hguimaraes/robustdistiller/resolve/main"
@@ -38,6 +39,14 @@ def download_checkpoint(url: str, refresh: bool = False) -> Path:
         path = Path(_urls_to_filepaths(bare_url, refresh=refresh))
     except Exception as exc:  # urllib/requests errors vary by version; name the URL either way
         raise CheckpointError(f"{bare_url}: download failed ({exc})") from None
+    if not looks_like_torch_file(path):
+        # s3prl's downloader stores whatever the server sent, HTTP error pages included: do not keep it.
+        size = path.stat().st_size
+        path.unlink()
+        raise CheckpointError(
+            f"{bare_url}: download failed: the server sent {size} bytes that are not a PyTorch checkpoint "
+            "(an HTTP error page?)"
+        )
     if expected is not None:
         actual = sha256_of(path)
         if actual != expected:

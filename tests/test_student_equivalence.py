@@ -1,0 +1,79 @@
+"""Our upstream and stock s3prl's distiller give the same hidden states for the same weights (issue 2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from s3prl import hub
+from s3prl_checkpoints import BASE_DISTILLER, SMALL_DISTILLER, make_s3prl_distiller_checkpoint
+
+from robustdistiller_upstream.checkpoint import load_student_checkpoint, save_student_checkpoint
+
+LENGTHS = [16000, 12345, 7001]  # a batch of different lengths, padding on two utterances
+
+
+def _wavs(seed: int = 1) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, generator=generator) * 0.1 for n in LENGTHS]
+
+
+def _hidden_states(upstream, wavs) -> list[torch.Tensor]:
+    upstream.eval()
+    with torch.no_grad():
+        return upstream(wavs)["hidden_states"]
+
+
+def _max_diff(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> float:
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape
+    return max((a - b).abs().max().item() for a, b in zip(ours, theirs))
+
+
+@pytest.mark.parametrize("distiller", [BASE_DISTILLER, SMALL_DISTILLER], ids=["base", "small-layernorm-preln"])
+def test_s3prl_checkpoint_same_hidden_states(tmp_path, distiller):
+    ckpt = make_s3prl_distiller_checkpoint(tmp_path / "s3prl.ckpt", distiller)
+    wavs = _wavs()
+    ours = _hidden_states(hub.robustdistiller_local(ckpt=str(ckpt)), wavs)
+    theirs = _hidden_states(hub.distiller_local(ckpt=str(ckpt)), wavs)
+    assert len(ours) == 1 + distiller["encoder_layers"] + distiller["n_tasks"]
+    assert _max_diff(ours, theirs) <= 1e-4
+
+
+def test_our_checkpoint_loads_in_stock_distiller(tmp_path):
+    source = make_s3prl_distiller_checkpoint(tmp_path / "s3prl.ckpt", BASE_DISTILLER, seed=3)
+    model = load_student_checkpoint(source).build_model()
+    ours_path = save_student_checkpoint(tmp_path / "ours.ckpt", model, {"teacher": {"name": "wavlm_base_plus"}, "step": 7})
+    wavs = _wavs(seed=2)
+    stock = _hidden_states(hub.distiller_local(ckpt=str(ours_path)), wavs)
+    ours = _hidden_states(hub.robustdistiller_local(ckpt=str(ours_path)), wavs)
+    reference = _hidden_states(hub.distiller_local(ckpt=str(source)), wavs)
+    assert _max_diff(stock, reference) == 0.0  # the weights went through our format unchanged
+    assert _max_diff(ours, stock) <= 1e-4
+    loaded = load_student_checkpoint(ours_path)
+    assert loaded.metadata["step"] == 7 and loaded.metadata["teacher"] == {"name": "wavlm_base_plus"}
+
+
+def test_training_mode_gradients_match_stock(tmp_path):
+    """With dropout off, train-mode outputs and gradients (CNN included: folded norm) match s3prl's model."""
+    from s3prl.upstream.distiller.model import DistillerConfig, DistillerModel
+
+    distiller = dict(SMALL_DISTILLER, extractor_mode="default", dropout=0.0, attention_dropout=0.0,
+                     activation_dropout=0.0, feature_grad_mult=1.0)
+    ckpt = make_s3prl_distiller_checkpoint(tmp_path / "s.ckpt", distiller)
+    states = torch.load(ckpt)
+    theirs = DistillerModel(DistillerConfig(distiller))
+    theirs.load_state_dict(states["Distiller"])
+    ours = load_student_checkpoint(ckpt).build_model()
+    wav = torch.nn.utils.rnn.pad_sequence(_wavs(), batch_first=True)
+    lengths = torch.tensor(LENGTHS)
+    pad_mask = (torch.arange(wav.shape[1]) < lengths[:, None]).float()
+    _, _, pred_theirs, _ = theirs.train()(wav, pad_mask)
+    pred_ours = ours.train()(wav, lengths).predictions
+    assert (pred_ours - pred_theirs).abs().max().item() <= 1e-4
+    (pred_theirs**2).mean().backward()
+    (pred_ours**2).mean().backward()
+    grads_theirs = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        g_ref = grads_theirs[name].grad
+        assert torch.allclose(p.grad, g_ref, rtol=1e-3, atol=1e-6), name
