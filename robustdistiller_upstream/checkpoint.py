@@ -11,7 +11,6 @@ import argparse
 import os
 import pickle
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import Tensor
 
 from robustdistiller_upstream import __version__
 from robustdistiller_upstream.errors import CheckpointError
+from robustdistiller_upstream.files import atomic_output
 from robustdistiller_upstream.model import StudentConfig, StudentModel
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -137,17 +137,9 @@ def load_student_checkpoint(path: PathLike, trust_checkpoint: bool = False) -> S
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def save_student_checkpoint(

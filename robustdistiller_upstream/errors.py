@@ -19,3 +19,7 @@ class AudioError(UserError):
 
 class TeacherError(UserError):
     """A teacher that cannot be loaded or does not fit the student (missing checkpoint, layer, frame rate)."""
+
+
+class TrainingError(UserError):
+    """A training run that cannot go on (diverged, experiment folder in the way, nothing to resume)."""

@@ -1,0 +1,334 @@
+"""Noise and RIR banks: corpus layouts -> a cached index of usable files -> audio at the bank's rate.
+
+Every file is checked once (header, then a full decode for NaN/silence) and the verdict is cached in
+``<cache_dir>/<source hash>.json`` keyed by path, size and mtime. Bad files (``unreadable``, ``empty``,
+``silent``, ``nan``, ``wrong-rate`` (below the bank's rate), ``too-short``) are skipped with one warning each and
+counted in ``bank.skipped``; a bank left with no file is an ``AudioError`` at construction.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from robustdistiller_upstream.audio import AUDIO_SUFFIXES, audio_info, read_audio, resample
+from robustdistiller_upstream.files import atomic_output
+from robustdistiller_upstream.augment.config import BankConfig, NoiseSourceConfig, RirSourceConfig
+from robustdistiller_upstream.augment.rooms import simulate_rir
+from robustdistiller_upstream.errors import AudioError
+
+log = logging.getLogger(__name__)
+
+# Peak below which a file counts as silent (about -120 dBFS).
+_SILENCE_PEAK = 1e-6
+# Decode this many frames at a time when checking a file, so huge files need little memory.
+_CHECK_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One indexed file: header facts and the check's verdict (``"ok"`` or a bad-file kind)."""
+
+    path: str
+    frames: int
+    sample_rate: int
+    channels: int
+    status: str
+
+
+def _expand(path: str) -> Path:
+    """``$VAR``/``${VAR}`` and ``~`` expanded."""
+    return Path(os.path.expandvars(path)).expanduser()
+
+
+def _audio_files(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise AudioError(f"{root}: bank folder not found")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def noise_files(source: NoiseSourceConfig) -> list[Path]:
+    """The audio files of one noise source in its layout (see ``NoiseSourceConfig``)."""
+    root = _expand(source.path)
+    if source.kind == "musan":
+        return [f for subset in source.subsets for f in _audio_files(root / subset)]
+    if source.kind == "urbansound8k":
+        table = root / "metadata" / "UrbanSound8K.csv"
+        if not table.is_file():
+            raise AudioError(f"{table}: UrbanSound8K metadata not found (path must be the UrbanSound8K folder)")
+        excluded = set(source.exclude_classes)
+        with table.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        missing = {"slice_file_name", "fold", "class"} - set(rows[0] if rows else {})
+        if missing:
+            raise AudioError(f"{table}: columns {sorted(missing)} missing")
+        return [
+            root / "audio" / f"fold{row['fold']}" / row["slice_file_name"]
+            for row in rows
+            if row["class"] not in excluded
+        ]
+    return _audio_files(root)
+
+
+def rir_files(source: RirSourceConfig) -> list[Path]:
+    """The RIR files of one RIR source in its layout (see ``RirSourceConfig``)."""
+    root = _expand(source.path)
+    if source.kind != "slr28":
+        return _audio_files(root)
+    if (root / "RIRS_NOISES").is_dir():
+        root = root / "RIRS_NOISES"
+    simulated = root / "simulated_rirs"
+    real = root / "real_rirs_isotropic_noises"
+    if not simulated.is_dir() and not real.is_dir():
+        raise AudioError(f"{root}: not an SLR28 tree (no simulated_rirs/ or real_rirs_isotropic_noises/)")
+    files = _audio_files(simulated) if simulated.is_dir() else []
+    if real.is_dir():  # this folder mixes RIRs with isotropic noise recordings
+        files += [f for f in _audio_files(real) if "_rir_" in f.name]
+    return files
+
+
+def _check(path: Path, sample_rate: int, min_frames: int) -> IndexEntry:
+    """Header and full-decode checks of one file (block by block)."""
+    try:
+        frames, rate, channels = audio_info(path)
+    except AudioError:
+        return IndexEntry(str(path), 0, 0, 0, "unreadable")
+    entry = dict(path=str(path), frames=frames, sample_rate=rate, channels=channels)
+    if frames == 0:
+        return IndexEntry(**entry, status="empty")
+    if rate < sample_rate:
+        return IndexEntry(**entry, status="wrong-rate")
+    if frames * sample_rate < min_frames * rate:
+        return IndexEntry(**entry, status="too-short")
+    peak = 0.0
+    try:
+        for start in range(0, frames, _CHECK_BLOCK):
+            block, _ = read_audio(path, start, min(_CHECK_BLOCK, frames - start))
+            if not np.isfinite(block).all():
+                return IndexEntry(**entry, status="nan")
+            peak = max(peak, float(np.abs(block).max(initial=0.0)))
+    except AudioError:
+        return IndexEntry(**entry, status="unreadable")
+    return IndexEntry(**entry, status="ok" if peak >= _SILENCE_PEAK else "silent")
+
+
+def index_files(
+    files: Sequence[Path], cache_dir: str | Path, sample_rate: int, min_frames: int, tag: str
+) -> list[IndexEntry]:
+    """Index entries of ``files``, reusing cached verdicts of unchanged files (same size and mtime)."""
+    cache_dir = _expand(str(cache_dir))
+    listing = "\n".join(map(str, files))
+    key = hashlib.sha1(f"{tag}|{sample_rate}|{min_frames}|{listing}".encode()).hexdigest()[:16]
+    cache_path = cache_dir / f"{tag}-{key}.json"
+    try:
+        cached = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    entries, fresh = [], {}
+    for path in tqdm(files, desc=f"indexing {tag} files", unit="file", disable=len(files) < 500):
+        try:
+            stat = path.stat()
+            stamp = [stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            entries.append(IndexEntry(str(path), 0, 0, 0, "unreadable"))
+            continue
+        hit = cached.get(str(path))
+        entry = IndexEntry(**hit["entry"]) if hit and hit["stamp"] == stamp else _check(path, sample_rate, min_frames)
+        fresh[str(path)] = {"stamp": stamp, "entry": asdict(entry)}
+        entries.append(entry)
+    if fresh != cached:
+        try:
+            with atomic_output(cache_path) as tmp:
+                tmp.write_text(json.dumps(fresh))
+        except OSError as exc:
+            log.warning("cannot write bank index cache %s (%s); indexing again next time", cache_path, exc)
+    return entries
+
+
+def _keep_good(entries: Iterable[IndexEntry], what: str) -> tuple[list[IndexEntry], Counter]:
+    good, skipped = [], Counter()
+    for entry in entries:
+        if entry.status == "ok":
+            good.append(entry)
+        else:
+            skipped[entry.status] += 1
+            log.warning("%s bank: skipping %s (%s)", what, entry.path, entry.status)
+    return good, skipped
+
+
+class _Bank:
+    """What noise and RIR banks share: item names (file paths or room names), rate, skipped-file counts."""
+
+    what = "bank"
+
+    def __init__(self, names: Sequence[str], sample_rate: int, skipped: Counter):
+        if not names:
+            raise AudioError(f"{self.what} bank is empty (skipped files: {dict(skipped) or 'none'})")
+        self.names = list(names)
+        self._position = {name: i for i, name in enumerate(self.names)}
+        self.sample_rate = sample_rate
+        self.skipped = skipped
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index_of(self, name: str) -> int:
+        """Position of the item ``name`` (as recorded in a transform record)."""
+        try:
+            return self._position[name]
+        except KeyError:
+            raise AudioError(f"{self.what} {name!r} is not in this bank") from None
+
+
+class NoiseBank(_Bank):
+    """Mono noises at ``sample_rate``, in memory (under the memory cap) or read from disk by segment.
+
+    ``segment(i, offset, length)`` returns ``length`` samples of file ``i`` from ``offset`` (samples at the
+    bank's rate), tiled when the file is shorter than ``length``.
+    """
+
+    what = "noise"
+
+    def __init__(self, entries: Sequence[IndexEntry], sample_rate: int, memory_cap_mb: float, skipped: Counter):
+        super().__init__([e.path for e in entries], sample_rate, skipped)
+        self.entries = list(entries)
+        self.lengths = [int(e.frames * sample_rate // e.sample_rate) for e in self.entries]
+        total_mb = 4 * sum(self.lengths) / 2**20
+        self.in_memory = total_mb <= memory_cap_mb
+        self._audio: list[np.ndarray] = []
+        if self.in_memory:
+            loading = tqdm(self.entries, desc="loading noises", unit="file", disable=len(self.entries) < 500)
+            self._audio = [self._decode(e) for e in loading]
+            self.lengths = [len(a) for a in self._audio]
+        log.info(
+            "noise bank: %d files, %.1f h, %s (%.0f MB); skipped %s",
+            len(self), sum(self.lengths) / sample_rate / 3600,
+            "in memory" if self.in_memory else "read by segment", total_mb, dict(skipped) or "none",
+        )
+
+    @classmethod
+    def from_config(cls, config: BankConfig) -> "NoiseBank":
+        """All noise sources of ``config`` as one bank."""
+        files = [f for source in config.noises for f in noise_files(source)]
+        if not files:
+            raise AudioError(f"noise bank: no audio files under {[s.path for s in config.noises]}")
+        min_frames = int(config.min_noise_seconds * config.sample_rate)
+        entries = index_files(files, config.cache_dir, config.sample_rate, min_frames, "noise")
+        good, skipped = _keep_good(entries, "noise")
+        return cls(good, config.sample_rate, config.memory_cap_mb, skipped)
+
+    def _decode(self, entry: IndexEntry, start: int = 0, frames: int = -1) -> np.ndarray:
+        audio, rate = read_audio(entry.path, start, frames)
+        if audio.ndim > 1:
+            audio = audio.mean(axis=1)
+        return resample(audio, rate, self.sample_rate)
+
+    def segment(self, index: int, offset: int, length: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Float32 ``(length,)`` of file ``index`` from sample ``offset``, wrapping around (tiling) as needed;
+        written into ``out`` when given."""
+        offset %= self.lengths[index]
+        if self.in_memory:
+            audio = self._audio[index]
+        else:
+            entry = self.entries[index]
+            audio = None
+            if offset + length <= self.lengths[index]:  # read only the segment
+                ratio = entry.sample_rate / self.sample_rate
+                start = int(offset * ratio)
+                piece = self._decode(entry, start, min(int(np.ceil(length * ratio)) + 64, entry.frames - start))
+                if len(piece) >= length:
+                    audio, offset = piece, 0
+            if audio is None:
+                audio = self._decode(entry)
+        out = np.empty(length, np.float32) if out is None else out  # numpy: plain memcpy, no thread pool
+        filled = 0
+        while filled < length:
+            take = min(length - filled, len(audio) - offset)
+            out[filled : filled + take] = audio[offset : offset + take]
+            filled, offset = filled + take, 0
+        return out
+
+
+class RirBank(_Bank):
+    """RIRs at ``sample_rate``, each ``(channels, samples)``; ``names`` identify them in records.
+
+    Kept in memory when the files fit ``memory_cap_mb`` (float32 at the bank rate), else read from disk at each
+    use (RIR files are small). Simulated rooms are named ``sim:rt60=<s>:room=<W>x<D>x<H>:seed=<n>``.
+    """
+
+    what = "RIR"
+
+    def __init__(
+        self, names: Sequence[str], rirs: Sequence[torch.Tensor | IndexEntry], sample_rate: int, skipped: Counter
+    ):
+        if len(names) != len(rirs):
+            raise ValueError(f"{len(names)} names for {len(rirs)} RIRs")
+        super().__init__(names, sample_rate, skipped)
+        self.rirs = list(rirs)
+        on_disk = sum(isinstance(r, IndexEntry) for r in self.rirs)
+        log.info("RIR bank: %d RIRs (%d read at each use); skipped %s", len(self), on_disk, dict(skipped) or "none")
+
+    @classmethod
+    def from_config(cls, config: BankConfig) -> "RirBank":
+        """All RIR sources and simulated rooms of ``config`` as one bank."""
+        names: list[str] = []
+        rirs: list[torch.Tensor | IndexEntry] = []
+        skipped: Counter = Counter()
+        if config.rirs:
+            files = [f for source in config.rirs for f in rir_files(source)]
+            if not files:
+                raise AudioError(f"RIR bank: no audio files under {[s.path for s in config.rirs]}")
+            good, skipped = _keep_good(index_files(files, config.cache_dir, config.sample_rate, 1, "rir"), "RIR")
+            rate = config.sample_rate
+            total_mb = 4 * sum(e.frames * e.channels * rate / e.sample_rate for e in good) / 2**20
+            in_memory = total_mb <= config.memory_cap_mb
+            for entry in tqdm(good, desc="loading RIRs", unit="file", disable=len(good) < 500 or not in_memory):
+                names.append(entry.path)
+                rirs.append(_decode_rir(entry, rate) if in_memory else entry)
+        rooms = config.simulated_rooms
+        rng = np.random.default_rng(rooms.seed)
+        for i in range(rooms.n_rooms):
+            rt60 = round(float(rng.uniform(*rooms.rt60)), 3)
+            dims = tuple(round(float(rng.uniform(lo, hi)), 2) for lo, hi in zip(rooms.room_dim_min, rooms.room_dim_max))
+            seed = rooms.seed * 100003 + i
+            names.append(f"sim:rt60={rt60}:room={'x'.join(map(str, dims))}:seed={seed}")
+            rirs.append(torch.from_numpy(simulate_rir(rt60, dims, config.sample_rate, seed))[None])
+        if not config.rirs and not rooms.n_rooms:
+            raise AudioError("RIR bank: no RIR source and simulated_rooms.n_rooms = 0")
+        return cls(names, rirs, config.sample_rate, skipped)
+
+    def channels(self, index: int) -> int:
+        rir = self.rirs[index]
+        return rir.channels if isinstance(rir, IndexEntry) else int(rir.shape[0])
+
+    def get(self, index: int, channel: int) -> torch.Tensor:
+        """Float32 ``(samples,)``: one channel of RIR ``index``."""
+        rir = self.rirs[index]
+        if isinstance(rir, IndexEntry):
+            rir = _decode_rir(rir, self.sample_rate)
+        return rir[channel]
+
+
+def _decode_rir(entry: IndexEntry, sample_rate: int) -> torch.Tensor:
+    """Float32 ``(channels, samples)`` of one RIR file at ``sample_rate``."""
+    audio, rate = read_audio(entry.path)
+    audio = resample(audio.reshape(len(audio), -1), rate, sample_rate)
+    return torch.from_numpy(np.ascontiguousarray(audio.T))
+
+
+def build_banks(config: BankConfig) -> tuple[NoiseBank | None, RirBank | None]:
+    """The noise bank (None without noise sources) and RIR bank (None without RIR sources or rooms)."""
+    noise = NoiseBank.from_config(config) if config.noises else None
+    has_rirs = config.rirs or config.simulated_rooms.n_rooms
+    return noise, RirBank.from_config(config) if has_rirs else None

@@ -1,0 +1,103 @@
+"""Configs of the contamination engine: what to draw (``ContaminationConfig``) and from where (``BankConfig``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from robustdistiller_upstream.augment.generators import COLORS
+from robustdistiller_upstream.errors import ConfigError
+
+
+@dataclass
+class NoiseSourceConfig:
+    """One noise corpus. ``kind`` picks the layout read under ``path``:
+
+    - ``musan``: ``<path>/<subset>/**`` for each of ``subsets`` (``noise``, ``music``, ``speech``);
+    - ``urbansound8k``: ``<path>/metadata/UrbanSound8K.csv`` lists ``<path>/audio/fold*/...``, minus
+      ``exclude_classes``;
+    - ``dns`` (the DNS-challenge ``noise`` folder) and ``folder``: every wav/flac/ogg under ``path``.
+    """
+
+    kind: Literal["musan", "urbansound8k", "dns", "folder"] = "folder"
+    path: str = ""
+    subsets: list[str] = field(default_factory=lambda: ["noise"])
+    exclude_classes: list[str] = field(default_factory=lambda: ["children_playing", "street_music"])
+
+
+@dataclass
+class RirSourceConfig:
+    """One RIR corpus: ``slr28`` (``RIRS_NOISES/simulated_rirs/**`` and the ``*_rir_*`` files of
+    ``real_rirs_isotropic_noises``; ``path`` is ``RIRS_NOISES`` or its parent), ``dns`` (the DNS-challenge
+    ``impulse_responses`` folder) or ``folder`` (every audio file under ``path``)."""
+
+    kind: Literal["slr28", "dns", "folder"] = "folder"
+    path: str = ""
+
+
+@dataclass
+class SimulatedRoomsConfig:
+    """Shoebox rooms simulated once at start-up (pyroomacoustics). RT60 in s, sides in m."""
+
+    n_rooms: int = 0
+    rt60: tuple[float, float] = (0.2, 0.8)
+    room_dim_min: tuple[float, float, float] = (3.0, 3.0, 2.5)
+    room_dim_max: tuple[float, float, float] = (10.0, 8.0, 4.0)
+    seed: int = 0
+
+
+@dataclass
+class BankConfig:
+    """Where noises and RIRs come from. Banks are decoded and resampled to ``sample_rate`` once; noise banks
+    larger than ``memory_cap_mb`` (float32 at ``sample_rate``) stay on disk and are read by segment."""
+
+    noises: list[NoiseSourceConfig] = field(default_factory=list)
+    rirs: list[RirSourceConfig] = field(default_factory=list)
+    simulated_rooms: SimulatedRoomsConfig = field(default_factory=SimulatedRoomsConfig)
+    cache_dir: str = "~/.cache/robustdistiller/banks"
+    memory_cap_mb: float = 4096.0
+    sample_rate: int = 16000
+    min_noise_seconds: float = 0.5
+
+
+@dataclass
+class ContaminationConfig:
+    """What happens to each utterance (DESIGN 1). Defaults follow the RobustDistiller recipe.
+
+    One op per utterance with probabilities ``p_clean``/``p_noise``/``p_reverb``/``p_noise_reverb`` (normalised).
+    SNR in dB drawn uniformly from [``snr_min``, ``snr_max``] (integers when ``snr_integer``). A noise is a bank
+    file with probability ``p_file_noise``, else a generated colour from ``generated_noise``.
+    ``curriculum="inc_steps_noises"``: over the first ``curriculum_steps`` steps the lowest SNR moves linearly
+    from ``snr_max`` down to ``snr_min`` and the probabilities of the reverberant ops ramp from 0 to theirs.
+    ``compensate_delay`` shifts reverberant output left by the RIR's direct-path delay (its peak), so frames
+    stay aligned with the clean input; ``normalize_rir`` scales each RIR to unit energy.
+    """
+
+    p_clean: float = 0.25
+    p_noise: float = 0.25
+    p_reverb: float = 0.25
+    p_noise_reverb: float = 0.25
+    snr_min: float = 0.0
+    snr_max: float = 20.0
+    snr_integer: bool = True
+    p_file_noise: float = 0.7
+    generated_noise: list[str] = field(default_factory=lambda: ["white"])
+    curriculum: Literal["none", "inc_steps_noises"] = "none"
+    curriculum_steps: int = 0
+    compensate_delay: bool = True
+    normalize_rir: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        probs = (self.p_clean, self.p_noise, self.p_reverb, self.p_noise_reverb)
+        if min(probs) < 0 or sum(probs) <= 0:
+            raise ConfigError(f"op probabilities {probs} must be >= 0 with a positive sum")
+        if self.snr_min > self.snr_max:
+            raise ConfigError(f"snr_min {self.snr_min} > snr_max {self.snr_max}")
+        if not 0.0 <= self.p_file_noise <= 1.0:
+            raise ConfigError(f"p_file_noise {self.p_file_noise} is not in [0, 1]")
+        if self.curriculum != "none" and self.curriculum_steps <= 0:
+            raise ConfigError("curriculum needs curriculum_steps > 0")
+        unknown = sorted(set(self.generated_noise) - set(COLORS))
+        if unknown or not self.generated_noise:
+            raise ConfigError(f"generated_noise {self.generated_noise}: pick from {sorted(COLORS)}")

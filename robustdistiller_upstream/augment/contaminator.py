@@ -1,0 +1,247 @@
+"""The contamination engine: draw one transform per utterance (``plan``), then apply a batch of them (``apply``).
+
+Every random choice of an utterance comes from one integer ``seed`` kept in its ``TransformRecord``; records
+serialise to plain dicts (JSON lines) and ``apply`` replays them exactly. With ``utt_ids`` the seed is a hash of
+(``config.seed``, utterance id), so the same utterance always gets the same transform (test conditions);
+without, seeds come from a stream seeded by ``config.seed`` (training).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from robustdistiller_upstream.augment.banks import NoiseBank, RirBank
+from robustdistiller_upstream.augment.config import ContaminationConfig
+from robustdistiller_upstream.augment.generators import COLORS, colored_noise
+from robustdistiller_upstream.augment.ops import (
+    direct_path_delay,
+    fft_convolve,
+    fft_size,
+    length_mask,
+    place_rirs,
+    snr_gain,
+)
+from robustdistiller_upstream.errors import AudioError
+
+OPS = ("clean", "noise", "reverb", "noise+reverb")
+
+
+@dataclass(frozen=True)
+class TransformRecord:
+    """What was done to one utterance. Noise offsets and delays in samples at the bank rate; SNR in dB.
+
+    ``noise``: a noise file path or a generated colour (``white``/``pink``/``brown``, drawn from
+    ``noise_seed``). ``rir``: an RIR file path or a simulated room name. ``noise_gain`` (linear factor on the
+    noise) and ``rir_delay`` (samples removed by delay compensation) are filled in by ``apply``.
+    """
+
+    op: str
+    seed: int
+    snr_db: Optional[float] = None
+    noise: Optional[str] = None
+    noise_offset: Optional[int] = None
+    noise_seed: Optional[int] = None
+    noise_gain: Optional[float] = None
+    rir: Optional[str] = None
+    rir_channel: Optional[int] = None
+    rir_delay: Optional[int] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TransformRecord":
+        return cls(**data)
+
+
+def utterance_seed(seed: int, utt_id: str) -> int:
+    """A 63-bit seed from (seed, utterance id), the same on every machine and Python version."""
+    digest = hashlib.sha256(f"{seed}\0{utt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class Contaminator:
+    """Contaminates batches of speech at ``sample_rate`` (the banks' rate):
+    ``noisy, records = contaminator(wav, lengths, step, utt_ids)``.
+
+    ``wav`` is ``(batch, samples)`` on any device, ``lengths`` ``(batch,)`` long valid samples. The output has
+    the input's shape, dtype and device, zero padding. SNR is mean power over the valid samples (``ops``);
+    for ``noise+reverb`` the noise is mixed at the SNR first and the mixture is reverberated.
+    """
+
+    def __init__(
+        self,
+        config: ContaminationConfig,
+        noise_bank: NoiseBank | None = None,
+        rir_bank: RirBank | None = None,
+        sample_rate: int = 16000,
+    ):
+        if noise_bank is not None and noise_bank.sample_rate != sample_rate:
+            raise AudioError(f"noise bank at {noise_bank.sample_rate} Hz for speech at {sample_rate} Hz")
+        if rir_bank is not None and rir_bank.sample_rate != sample_rate:
+            raise AudioError(f"RIR bank at {rir_bank.sample_rate} Hz for speech at {sample_rate} Hz")
+        self.config = config
+        self.sample_rate = sample_rate
+        self.noise_bank = noise_bank
+        self.rir_bank = rir_bank
+        needs_noise = config.p_noise + config.p_noise_reverb > 0
+        if needs_noise and config.p_file_noise > 0 and not noise_bank:
+            raise AudioError("contamination draws file noises (p_file_noise > 0) but the noise bank is empty")
+        if config.p_reverb + config.p_noise_reverb > 0 and not rir_bank:
+            raise AudioError("contamination draws reverberation but the RIR bank is empty")
+        self._stream = np.random.default_rng(config.seed)
+
+    def __call__(
+        self,
+        wav: torch.Tensor,
+        lengths: torch.Tensor,
+        step: int = 0,
+        utt_ids: Sequence[str] | None = None,
+    ) -> tuple[torch.Tensor, list[TransformRecord]]:
+        """Draws and applies one transform per row; returns ``(noisy (batch, samples), records)``."""
+        return self.apply(wav, lengths, self.plan(lengths.tolist(), step, utt_ids))
+
+    def op_probabilities(self, step: int) -> np.ndarray:
+        """``(4,)`` probabilities of ``OPS`` at training step ``step`` (curriculum applied)."""
+        cfg = self.config
+        ramp = self._ramp(step)
+        probs = np.array([cfg.p_clean, cfg.p_noise, cfg.p_reverb * ramp, cfg.p_noise_reverb * ramp])
+        return probs / probs.sum()
+
+    def snr_range(self, step: int) -> tuple[float, float]:
+        """(lowest, highest) SNR in dB at training step ``step``."""
+        cfg = self.config
+        return cfg.snr_max - self._ramp(step) * (cfg.snr_max - cfg.snr_min), cfg.snr_max
+
+    def _ramp(self, step: int) -> float:
+        if self.config.curriculum == "none":
+            return 1.0
+        return min(1.0, max(0, step) / self.config.curriculum_steps)
+
+    def plan(
+        self, lengths: Sequence[int], step: int = 0, utt_ids: Sequence[str] | None = None
+    ) -> list[TransformRecord]:
+        """One record per utterance of ``lengths`` samples (seeded by ``utt_ids`` when given)."""
+        if utt_ids is not None and len(utt_ids) != len(lengths):
+            raise ValueError(f"{len(utt_ids)} utterance ids for {len(lengths)} utterances")
+        probs, snr_range = self.op_probabilities(step), self.snr_range(step)
+        records = []
+        for b, length in enumerate(lengths):
+            if utt_ids is not None:
+                seed = utterance_seed(self.config.seed, utt_ids[b])
+            else:
+                seed = int(self._stream.integers(2**63 - 1))
+            records.append(self._draw(seed, int(length), probs, snr_range))
+        return records
+
+    def _draw(self, seed: int, length: int, probs: np.ndarray, snr_range: tuple[float, float]) -> TransformRecord:
+        cfg, rng = self.config, np.random.default_rng(seed)
+        op = OPS[int(rng.choice(len(OPS), p=probs))]
+        fields: dict[str, Any] = {}
+        if "noise" in op:
+            lo, hi = snr_range
+            if cfg.snr_integer and math.ceil(lo) <= math.floor(hi):
+                fields["snr_db"] = float(rng.integers(math.ceil(lo), math.floor(hi) + 1))
+            else:
+                fields["snr_db"] = float(rng.uniform(lo, hi))
+            if self.noise_bank and rng.random() < cfg.p_file_noise:
+                index = int(rng.integers(len(self.noise_bank)))
+                room = self.noise_bank.lengths[index] - length
+                fields["noise"] = self.noise_bank.names[index]
+                fields["noise_offset"] = int(rng.integers(room + 1)) if room > 0 else 0
+            else:
+                fields["noise"] = cfg.generated_noise[int(rng.integers(len(cfg.generated_noise)))]
+                fields["noise_seed"] = int(rng.integers(2**31 - 1))
+        if "reverb" in op:
+            index = int(rng.integers(len(self.rir_bank)))
+            fields["rir"] = self.rir_bank.names[index]
+            fields["rir_channel"] = int(rng.integers(self.rir_bank.channels(index)))
+        return TransformRecord(op=op, seed=seed, **fields)
+
+    def _noise_batch(self, records: Sequence[TransformRecord], lengths: Sequence[int], samples: int,
+                     pin: bool) -> torch.Tensor:
+        """Float32 ``(len(records), samples)`` CPU noises, zero beyond each length."""
+        noise = torch.empty(len(records), samples, pin_memory=pin)
+        for row, record, length in zip(noise.numpy(), records, lengths):
+            if record.noise in COLORS:
+                generator = torch.Generator().manual_seed(record.noise_seed)
+                row[:length] = colored_noise((length,), record.noise, generator).numpy()
+            elif self.noise_bank is None:
+                raise AudioError(f"record names noise file {record.noise!r} but there is no noise bank")
+            else:
+                bank = self.noise_bank
+                bank.segment(bank.index_of(record.noise), record.noise_offset or 0, length, out=row[:length])
+            row[length:] = 0.0
+        return noise
+
+    def _rir(self, record: TransformRecord) -> torch.Tensor:
+        if self.rir_bank is None:
+            raise AudioError(f"record names RIR {record.rir!r} but there is no RIR bank")
+        rir = self.rir_bank.get(self.rir_bank.index_of(record.rir), record.rir_channel or 0)
+        if self.config.normalize_rir:
+            rir = rir / rir.norm().clamp(min=1e-12)
+        return rir
+
+    @torch.no_grad()
+    def apply(
+        self, wav: torch.Tensor, lengths: torch.Tensor, records: Sequence[TransformRecord]
+    ) -> tuple[torch.Tensor, list[TransformRecord]]:
+        """Applies ``records`` (one per row) to ``wav`` ``(batch, samples)``; returns the contaminated batch
+        and the records with ``noise_gain`` and ``rir_delay`` filled in. Deterministic given the records."""
+        if wav.dim() != 2 or len(records) != wav.shape[0] or lengths.shape != (wav.shape[0],):
+            raise ValueError(f"wav {tuple(wav.shape)}, lengths {tuple(lengths.shape)}, {len(records)} records")
+        batch, samples = wav.shape
+        if samples == 0:
+            return wav.clone(), list(records)
+        device = wav.device
+        host_lengths = [min(int(n), samples) for n in lengths.tolist()]
+        lengths = torch.tensor(host_lengths, device=device)
+        padded = min(host_lengths) < samples
+        base = wav.float() * length_mask(lengths, samples) if padded else wav.float()
+        owned = padded or wav.dtype != torch.float32  # else base is the caller's tensor: never write into it
+        filled = list(records)
+
+        noisy = [b for b, r in enumerate(records) if r.noise is not None]
+        if noisy:
+            everyone = len(noisy) == batch  # then whole-batch ops instead of gathers and scatters
+            rows = torch.tensor(noisy, device=device)
+            noise = self._noise_batch([records[b] for b in noisy], [host_lengths[b] for b in noisy], samples,
+                                      pin=device.type == "cuda").to(device, non_blocking=True)
+            snr = torch.tensor([records[b].snr_db for b in noisy], device=device)
+            gains = snr_gain(base if everyone else base[rows], noise, lengths[rows], snr)
+            if everyone:
+                out = torch.addcmul(base, noise, gains[:, None])
+            else:
+                out = base if owned else base.clone()
+                out.index_add_(0, rows, noise.mul_(gains[:, None]))
+            for b, gain in zip(noisy, gains.tolist()):
+                filled[b] = dataclasses.replace(filled[b], noise_gain=gain)
+        else:
+            out = base if owned else base.clone()
+
+        reverberant = [b for b, r in enumerate(records) if r.rir is not None]
+        if reverberant:
+            everyone = len(reverberant) == batch
+            rirs = [self._rir(records[b]) for b in reverberant]
+            delays = [direct_path_delay(r) if self.config.compensate_delay else 0 for r in rirs]
+            valid = max(host_lengths[b] for b in reverberant)
+            n_fft = fft_size(valid, max(len(r) for r in rirs))
+            rows = torch.tensor(reverberant, device=device)
+            wet = fft_convolve(out[:, :valid] if everyone else out[rows, :valid],
+                               place_rirs(rirs, delays, n_fft, device))
+            if padded:
+                wet.mul_(length_mask(lengths[rows], valid))
+            if everyone:
+                out[:, :valid] = wet
+            else:
+                out[rows, :valid] = wet
+            for b, delay in zip(reverberant, delays):
+                filled[b] = dataclasses.replace(filled[b], rir_delay=delay)
+        return out.to(wav.dtype), filled

@@ -1,0 +1,70 @@
+"""Batched contamination operations on ``(batch, samples)`` float tensors on any device.
+
+Lengths travel beside the tensors: samples at and after ``lengths[b]`` are padding, never counted in powers,
+and come out zero.
+
+SNR definition: ``SNR = 10 log10(P_speech / P_noise)`` with ``P`` the mean power (mean of squares) over the
+utterance's ``lengths[b]`` valid samples, the whole utterance including its pauses (DESIGN 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from scipy.fft import next_fast_len
+
+
+def length_mask(lengths: torch.Tensor, samples: int) -> torch.Tensor:
+    """Bool ``(batch, samples)``: True on valid samples."""
+    return torch.arange(samples, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def mean_power(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Float ``(batch,)`` mean of squares over the valid samples of each row (0 for empty rows)."""
+    if bool((lengths < x.shape[-1]).any()):
+        x = x * length_mask(lengths, x.shape[-1])
+    return torch.linalg.vector_norm(x, dim=-1).square() / lengths.clamp(min=1).to(x.dtype)
+
+
+def snr_gain(speech: torch.Tensor, noise: torch.Tensor, lengths: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+    """Float ``(batch,)`` gain g such that ``speech + g * noise`` has SNR ``snr_db`` (dB, ``(batch,)``).
+
+    Silent noise gets gain 0 (nothing to scale); silent speech gets gain 0 too (no SNR exists).
+    """
+    p_speech = mean_power(speech, lengths)
+    p_noise = mean_power(noise, lengths)
+    target = p_speech / torch.pow(10.0, snr_db.to(p_speech.dtype) / 10)
+    gain = torch.sqrt(target / p_noise.clamp(min=torch.finfo(p_noise.dtype).tiny))
+    return torch.where((p_noise > 0) & (p_speech > 0), gain, torch.zeros_like(gain))
+
+
+def fft_size(samples: int, rir_samples: int) -> int:
+    """FFT length for linear convolution: the smallest 5-smooth (2, 3, 5) length >= samples + rir_samples - 1."""
+    return next_fast_len(samples + rir_samples - 1, real=True)
+
+
+def place_rirs(rirs: list[torch.Tensor], delays: list[int], n_fft: int, device: torch.device) -> torch.Tensor:
+    """Float ``(batch, n_fft)`` buffer with RIR b advanced by ``delays[b]`` samples, circularly.
+
+    The taps before the direct path land at the buffer's end (negative lags), so a circular convolution of
+    length ``n_fft >= samples + rir_samples - 1`` equals the linear one shifted left by the delay.
+    """
+    buf = torch.zeros(len(rirs), n_fft, device=device)
+    for b, (rir, delay) in enumerate(zip(rirs, delays)):
+        rir = rir.to(device)
+        buf[b, : len(rir) - delay] = rir[delay:]
+        if delay:
+            buf[b, n_fft - delay :] = rir[:delay]
+    return buf
+
+
+def fft_convolve(x: torch.Tensor, rir_buffer: torch.Tensor) -> torch.Tensor:
+    """``(batch, samples)`` linear convolution of each row with its RIR (``place_rirs`` buffer), truncated to
+    the input length: one batched real FFT of size ``rir_buffer.shape[-1]``."""
+    n_fft = rir_buffer.shape[-1]
+    spectrum = torch.fft.rfft(x.float(), n=n_fft).mul_(torch.fft.rfft(rir_buffer, n=n_fft))
+    return torch.fft.irfft(spectrum, n=n_fft)[:, : x.shape[-1]]
+
+
+def direct_path_delay(rir: torch.Tensor) -> int:
+    """Index (samples) of the RIR's largest absolute tap: the direct path."""
+    return int(rir.abs().argmax())

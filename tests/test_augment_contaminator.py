@@ -1,0 +1,182 @@
+"""The contamination engine: exact SNR, FFT reverb, delay compensation, determinism, replay, curriculum."""
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from robustdistiller_upstream import synthetic
+from robustdistiller_upstream.audio import read_audio
+from robustdistiller_upstream.augment import (
+    BankConfig,
+    ContaminationConfig,
+    Contaminator,
+    NoiseSourceConfig,
+    RirBank,
+    TransformRecord,
+    build_banks,
+    mean_power,
+)
+from robustdistiller_upstream.augment.ops import direct_path_delay, fft_convolve, fft_size, place_rirs
+from robustdistiller_upstream.errors import AudioError
+
+LENGTHS = [48000, 31000, 40000, 17000]
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    """(batch, samples) padded speech (espeak-ng where installed) with junk in the padding, and lengths."""
+    folder = tmp_path_factory.mktemp("speech")
+    rows = []
+    for i, n in enumerate(LENGTHS):
+        if synthetic.have_espeak():
+            audio, _ = read_audio(synthetic.speak("the quick brown fox jumps over the lazy dog again and again",
+                                                  folder / f"{i}.wav", voice=synthetic.ESPEAK_VOICES[i]))
+            audio = np.resize(audio, n)
+        else:
+            audio = synthetic.synthetic_speech(n / 16000, 16000, seed=i)[:n]
+        rows.append(torch.from_numpy(audio))
+    wav = torch.full((len(LENGTHS), max(LENGTHS)), 0.7)  # junk padding must never count
+    for i, row in enumerate(rows):
+        wav[i, : len(row)] = row
+    return wav, torch.tensor(LENGTHS)
+
+
+@pytest.fixture(scope="module")
+def banks(tmp_path_factory):
+    root = tmp_path_factory.mktemp("banks")
+    synthetic.write_musan_noise(root / "musan", n_files=6, seconds=2.0)
+    config = BankConfig(noises=[NoiseSourceConfig(kind="musan", path=str(root / "musan"))],
+                        cache_dir=str(root / "cache"))
+    config.simulated_rooms.n_rooms = 3
+    config.simulated_rooms.rt60 = (0.2, 0.3)
+    return build_banks(config)
+
+
+def _unit_rir_bank(delay: int) -> RirBank:
+    rir = torch.zeros(1, 400)
+    rir[0, delay] = 1.0
+    return RirBank([f"impulse@{delay}"], [rir], 16000, skipped={})
+
+
+def _measured_snr(clean, noisy, lengths):
+    masked = clean * (torch.arange(clean.shape[1])[None] < lengths[:, None])
+    return 10 * torch.log10(mean_power(masked, lengths) / mean_power(noisy - masked, lengths))
+
+
+@pytest.mark.parametrize("p_file_noise", [1.0, 0.0])
+def test_snr_within_0_05_db_of_target_padding_ignored(speech, banks, p_file_noise):
+    wav, lengths = speech
+    config = ContaminationConfig(p_clean=0, p_noise=1, p_reverb=0, p_noise_reverb=0, snr_min=-5, snr_max=20,
+                                 p_file_noise=p_file_noise, generated_noise=["white", "pink", "brown"])
+    contaminator = Contaminator(config, banks[0], None)
+    for step in range(3):
+        noisy, records = contaminator(wav, lengths, step=step)
+        target = torch.tensor([r.snr_db for r in records])
+        assert (_measured_snr(wav, noisy, lengths) - target).abs().max() < 0.05
+        assert all(r.op == "noise" and r.noise_gain > 0 for r in records)
+        for i, n in enumerate(LENGTHS):
+            assert not noisy[i, n:].any()  # padding comes out zero
+
+
+def test_unit_impulse_rir_is_identity(speech):
+    wav, lengths = speech
+    config = ContaminationConfig(p_clean=0, p_noise=0, p_reverb=1, p_noise_reverb=0)
+    noisy, records = Contaminator(config, None, _unit_rir_bank(0))(wav, lengths)
+    masked = wav * (torch.arange(wav.shape[1])[None] < lengths[:, None])
+    torch.testing.assert_close(noisy, masked, atol=1e-6, rtol=0)
+    assert [r.rir_delay for r in records] == [0] * len(LENGTHS)
+
+
+def test_delay_compensation_aligns_a_delayed_impulse(speech):
+    wav, lengths = speech
+    masked = wav * (torch.arange(wav.shape[1])[None] < lengths[:, None])
+    bank = _unit_rir_bank(137)
+    aligned, records = Contaminator(ContaminationConfig(p_clean=0, p_noise=0, p_reverb=1, p_noise_reverb=0),
+                                    None, bank)(wav, lengths)
+    torch.testing.assert_close(aligned, masked, atol=1e-6, rtol=0)
+    assert {r.rir_delay for r in records} == {137}
+    late, _ = Contaminator(ContaminationConfig(p_clean=0, p_noise=0, p_reverb=1, p_noise_reverb=0,
+                                               compensate_delay=False), None, bank)(wav, lengths)
+    for i, n in enumerate(LENGTHS):  # without compensation: delayed by 137 samples, cut at the length
+        torch.testing.assert_close(late[i, 137:n], masked[i, : n - 137], atol=1e-6, rtol=0)
+
+
+def test_fft_convolution_equals_scipy_with_real_rirs(banks):
+    rirs = [banks[1].get(i, 0) for i in range(len(banks[1]))]
+    x = torch.randn(len(rirs), 20000, generator=torch.Generator().manual_seed(0))
+    delays = [direct_path_delay(r) for r in rirs]
+    out = fft_convolve(x, place_rirs(rirs, delays, fft_size(20000, max(map(len, rirs))), x.device))
+    for i, (rir, d) in enumerate(zip(rirs, delays)):
+        expected = scipy.signal.fftconvolve(x[i].double().numpy(), rir.double().numpy())[d : d + 20000]
+        np.testing.assert_allclose(out[i].numpy(), expected, atol=1e-4)
+
+
+def test_deterministic_bytes_and_replay(speech, banks):
+    wav, lengths = speech
+    ids = ["spk1/a", "spk1/b", "spk2/c", "spk3/d"]
+    first, records = Contaminator(ContaminationConfig(seed=7), *banks)(wav, lengths, utt_ids=ids)
+    second, again = Contaminator(ContaminationConfig(seed=7), *banks)(wav, lengths, utt_ids=ids)
+    assert first.numpy().tobytes() == second.numpy().tobytes() and records == again
+    other, _ = Contaminator(ContaminationConfig(seed=8), *banks)(wav, lengths, utt_ids=ids)
+    assert not torch.equal(first, other)
+    # the same utterance gets the same transform wherever it sits in a batch
+    alone, single = Contaminator(ContaminationConfig(seed=7), *banks)(wav[2:3], lengths[2:3], utt_ids=ids[2:3])
+    assert single[0] == records[2]
+    torch.testing.assert_close(alone[0], first[2], atol=1e-6, rtol=0)
+    # records survive a JSON round trip and replay exactly
+    replayed, _ = Contaminator(ContaminationConfig(seed=99), *banks).apply(
+        wav, lengths, [TransformRecord.from_dict(r.to_dict()) for r in records])
+    assert replayed.numpy().tobytes() == first.numpy().tobytes()
+
+
+def test_training_stream_is_seeded_and_ops_are_balanced(banks):
+    config = ContaminationConfig(seed=3)
+    a = Contaminator(config, *banks).plan([16000] * 400)
+    b = Contaminator(config, *banks).plan([16000] * 400)
+    assert a == b
+    counts = {op: sum(r.op == op for r in a) for op in ("clean", "noise", "reverb", "noise+reverb")}
+    assert all(60 <= c <= 140 for c in counts.values()), counts
+    noisy = [r for r in a if r.snr_db is not None]
+    assert {r.snr_db for r in noisy} <= set(map(float, range(21)))
+    file_share = np.mean([r.noise not in ("white", "pink", "brown") for r in noisy])
+    assert 0.55 < file_share < 0.85  # p_file_noise = 0.7
+
+
+def test_curriculum_ramps_snr_floor_and_reverb():
+    config = ContaminationConfig(curriculum="inc_steps_noises", curriculum_steps=1000, snr_min=0, snr_max=20,
+                                 p_file_noise=0.0)
+    contaminator = Contaminator(config, None, _unit_rir_bank(0))
+    start = contaminator.plan([1000] * 200, step=0)
+    assert {r.op for r in start} <= {"clean", "noise"} and {r.snr_db for r in start} - {None} == {20.0}
+    assert contaminator.snr_range(500) == (10.0, 20.0)
+    end = contaminator.plan([1000] * 200, step=5000)
+    assert "reverb" in {r.op for r in end} and min(r.snr_db for r in end if r.snr_db is not None) < 5
+
+
+def test_missing_banks_fail_at_start_up():
+    with pytest.raises(AudioError, match="RIR bank is empty"):
+        Contaminator(ContaminationConfig(p_file_noise=0.0), None, None)
+    with pytest.raises(AudioError, match="noise bank is empty"):
+        Contaminator(ContaminationConfig(p_reverb=0, p_noise_reverb=0), None, None)
+
+
+def test_dtype_and_device_kept(speech):
+    wav, lengths = speech
+    config = ContaminationConfig(p_file_noise=0.0)
+    noisy, _ = Contaminator(config, None, _unit_rir_bank(3))(wav.double(), lengths)
+    assert noisy.dtype == torch.float64 and noisy.shape == wav.shape
+
+
+def test_full_length_batch_leaves_the_input_untouched(speech, banks):
+    wav, _ = speech
+    wav = wav[:, : min(LENGTHS)].contiguous()  # no padding: the whole-batch path
+    lengths = torch.full((len(LENGTHS),), wav.shape[1])
+    before = wav.clone()
+    for p_noise, p_noise_reverb in ((1, 0), (0, 1)):
+        config = ContaminationConfig(p_clean=0, p_noise=p_noise, p_reverb=0, p_noise_reverb=p_noise_reverb,
+                                     snr_min=3, snr_max=3)
+        noisy, _ = Contaminator(config, *banks)(wav, lengths)
+        assert torch.equal(wav, before) and not torch.equal(noisy, wav)
+        if p_noise:
+            assert (_measured_snr(wav, noisy, lengths) - 3).abs().max() < 0.05

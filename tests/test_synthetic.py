@@ -1,0 +1,70 @@
+"""Generated speech, noises, rooms and corpus layouts used by every other test."""
+
+import numpy as np
+import pytest
+
+from robustdistiller_upstream import synthetic
+from robustdistiller_upstream.audio import audio_info, read_audio
+
+needs_espeak = pytest.mark.skipif(not synthetic.have_espeak(), reason="espeak-ng is not installed")
+
+
+@needs_espeak
+def test_speak_writes_16k_mono_speech(tmp_path):
+    path = synthetic.speak("seven bright stars", tmp_path / "s.flac", voice="en-us")
+    frames, rate, channels = audio_info(path)
+    assert (rate, channels) == (16000, 1) and 0.5 * rate < frames < 3 * rate
+    audio, _ = read_audio(path)
+    assert np.abs(audio).max() > 0.05
+
+
+@needs_espeak
+def test_speak_voices_differ(tmp_path):
+    a, _ = read_audio(synthetic.speak("hello there", tmp_path / "a.wav", voice="en+f3", pitch=80))
+    b, _ = read_audio(synthetic.speak("hello there", tmp_path / "b.wav", voice="en+m3", pitch=20))
+    assert len(a) != len(b) or not np.allclose(a, b)
+
+
+def test_synthetic_speech_is_deterministic_with_pauses():
+    x = synthetic.synthetic_speech(2.0, 16000, seed=3)
+    assert x.shape == (32000,) and x.dtype == np.float32
+    assert np.array_equal(x, synthetic.synthetic_speech(2.0, 16000, seed=3))
+    frame_rms = np.sqrt((x[: 32000 // 160 * 160].reshape(-1, 160) ** 2).mean(axis=1))
+    assert (frame_rms < 0.01).mean() > 0.05 and (frame_rms > 0.05).mean() > 0.3  # pauses and syllables
+
+
+@pytest.mark.parametrize("kind", synthetic.NOISE_KINDS)
+def test_noise_kinds_have_rms_0_1(kind):
+    x = synthetic.make_noise(kind, 1.0, 16000, seed=1)
+    assert x.shape == (16000,) and abs(np.sqrt(np.mean(x.astype(np.float64) ** 2)) - 0.1) < 1e-4
+
+
+def test_noise_colours_tilt_the_spectrum():
+    def low_high_ratio(x):
+        power = np.abs(np.fft.rfft(x)) ** 2
+        return power[10:400].mean() / power[4000:8000].mean()
+
+    white, pink, brown = (low_high_ratio(synthetic.make_noise(k, 2.0, 16000, 0)) for k in ("white", "pink", "brown"))
+    assert white < 3 < pink < brown
+
+
+def test_simulated_rir_grows_with_rt60():
+    short = synthetic.simulate_rir(0.2, seed=1)
+    longer = synthetic.simulate_rir(0.4, seed=1)
+    assert short.dtype == np.float32 and len(longer) > len(short)
+    assert np.abs(short).argmax() < 400  # direct path within 25 ms
+
+
+def test_layout_builders(tmp_path):
+    flacs = synthetic.write_librispeech(tmp_path / "ls", ("dev-clean",), n_speakers=1, n_utterances=2,
+                                        use_espeak=False)
+    assert [p.relative_to(tmp_path / "ls").as_posix() for p in flacs] == [
+        "dev-clean/100/1000/100-1000-0000.flac", "dev-clean/100/1000/100-1000-0001.flac"]
+    trans = (tmp_path / "ls/dev-clean/100/1000/100-1000.trans.txt").read_text().splitlines()
+    assert [line.split()[0] for line in trans] == ["100-1000-0000", "100-1000-0001"]
+    noises = synthetic.write_musan_noise(tmp_path / "musan", n_files=4, seconds=1.0)
+    assert {audio_info(p)[1] for p in noises} == {16000, 44100}
+    assert (tmp_path / "musan/noise/free-sound/ANNOTATIONS").exists()
+    rirs = synthetic.write_slr28_rirs(tmp_path / "rirs", n_files=2)
+    assert [audio_info(p)[2] for p in rirs] == [1, 1, 2]
+    assert all("RIRS_NOISES" in str(p) for p in rirs)
