@@ -2,15 +2,16 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS := s3prl,augment,superb,dev
+EXTRAS := s3prl,augment,superb,report,dev
 PYTEST_ARGS ?=
 
 .PHONY: demo test install clean-venv
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt build_backend/robustdistiller_build.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps catalyst
 	touch $@
 
 install: $(VENV)/.installed

@@ -107,7 +107,11 @@ class StudentCheckpoint:
 
 def load_student_checkpoint(path: PathLike, trust_checkpoint: bool = False) -> StudentCheckpoint:
     """Reads an s3prl DistilHuBERT checkpoint (reference RobustDistiller releases included) or one of ours."""
-    states = load_torch_file(path, trust_checkpoint)
+    return student_checkpoint_from_dict(load_torch_file(path, trust_checkpoint), path)
+
+
+def student_checkpoint_from_dict(states: Any, path: PathLike) -> StudentCheckpoint:
+    """Validates what ``load_torch_file(path)`` returned as a DistilHuBERT-format checkpoint."""
     path = Path(path)
     if not isinstance(states, Mapping):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(states).__name__}")

@@ -123,7 +123,7 @@ def from_dict(cls: Type[T], data: Mapping[str, Any], source: str = "<dict>") -> 
     try:
         return _build(cls, data, "")
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(f"{source}: {str(exc).lstrip(': ')}") from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

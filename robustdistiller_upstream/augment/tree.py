@@ -37,7 +37,7 @@ from robustdistiller_upstream.audio import (
 )
 from robustdistiller_upstream.augment.contaminator import Contaminator
 from robustdistiller_upstream.errors import AudioError, ConfigError
-from robustdistiller_upstream.files import atomic_output
+from robustdistiller_upstream.files import atomic_output, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -208,11 +208,6 @@ def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
-
-
 def _open_state(dst: Path, state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Checks ``dst`` holds nothing or an earlier run of the same condition; returns its finished rows."""
     meta = dst / META_DIR
@@ -224,9 +219,9 @@ def _open_state(dst: Path, state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     elif dst.exists() and any(dst.iterdir()):
         raise ConfigError(f"--dst {dst} exists and is not a contamination output; refusing to write into it")
     meta.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(meta / STATE, json.dumps({**state, "complete": False}, indent=1) + "\n")
+    write_text_atomic(meta / STATE, json.dumps({**state, "complete": False}, indent=1) + "\n")
     rows = read_manifest(meta / MANIFEST)
-    _write_text_atomic(meta / MANIFEST, "".join(json.dumps(r) + "\n" for r in rows.values()))
+    write_text_atomic(meta / MANIFEST, "".join(json.dumps(r) + "\n" for r in rows.values()))
     return rows
 
 
@@ -269,8 +264,8 @@ def contaminate_tree(
             manifest.flush()
             bar.update()
     for rel, text in plan.scp_texts.items():
-        _write_text_atomic(dst_path / rel, text)
-    _write_text_atomic(dst_path / META_DIR / STATE,
+        write_text_atomic(dst_path / rel, text)
+    write_text_atomic(dst_path / META_DIR / STATE,
                        json.dumps({**state, "src": str(src_path), "complete": True}, indent=1) + "\n")
     return {"written": len(todo), "skipped": len(plan.jobs) - len(todo), "copied": len(plan.copies),
             "wav_scp": len(plan.scp_texts)}

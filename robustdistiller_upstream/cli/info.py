@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
-from robustdistiller_upstream.checkpoint import load_student_checkpoint
+from robustdistiller_upstream.checkpoint import StudentCheckpoint, load_torch_file, student_checkpoint_from_dict
 
-HELP = "describe a student checkpoint: config, parameter counts, training metadata"
+HELP = "describe a student checkpoint: config, parameter counts, training metadata (pruned ones: per-layer sizes)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ckpt", help="checkpoint file (ours or s3prl DistilHuBERT format)")
+    parser.add_argument("ckpt", help="checkpoint file (ours, s3prl DistilHuBERT format, or a DPHuBERT-layout pruned model)")
     parser.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects (only for trusted files)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
-def describe_student(path: str, trust_checkpoint: bool = False) -> dict:
-    checkpoint = load_student_checkpoint(path, trust_checkpoint)
+def describe_student(checkpoint: StudentCheckpoint) -> dict:
     model = checkpoint.build_model()
     config = checkpoint.config
     return {
@@ -38,7 +37,19 @@ def describe_student(path: str, trust_checkpoint: bool = False) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = describe_student(args.ckpt, args.trust_checkpoint)
+    from robustdistiller_upstream.prune.checkpoint import (
+        format_pruned_summary,
+        is_pruned_checkpoint,
+        pruned_checkpoint_from_dict,
+        pruned_summary,
+    )
+
+    raw = load_torch_file(args.ckpt, args.trust_checkpoint)
+    if is_pruned_checkpoint(raw):  # RD-DPWavLM / DPHuBERT layout: per-layer kept heads and units
+        pruned = pruned_summary(pruned_checkpoint_from_dict(raw, args.ckpt))
+        print(json.dumps(pruned, indent=2, default=str) if args.json else format_pruned_summary(pruned))
+        return 0
+    info = describe_student(student_checkpoint_from_dict(raw, args.ckpt))
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return 0

@@ -1,0 +1,402 @@
+"""The SUPERB sweep: per task, train the downstream once on clean data, then evaluate its best checkpoint on
+every test condition, all with the stock s3prl runner (through ``superb.launch``).
+
+Layout of one upstream's sweep, ``<exp_root>/<tag>/``::
+
+    <TASK>/train/           s3prl expdir of the training run; done.json once finished (best checkpoint named)
+    <TASK>/<CONDITION>/     s3prl expdir of one evaluate run; run.log (runner output), result.json once parsed
+    summary.json            what the last invocation did, per run: done / skipped / failed (+ reason)
+
+Condition copies live in ``<cond_root>/<TASK>/<CONDITION>/`` (``superb.conditions``), shared by upstreams.
+A run with its marker (done.json, result.json) is skipped; an interrupted training resumes from its last
+s3prl checkpoint (``-a``); a failure is recorded and the sweep goes on with the next task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from robustdistiller_upstream.augment.conditions import load_conditions
+from robustdistiller_upstream.errors import ConfigError, UserError
+from robustdistiller_upstream.superb.conditions import EvalCondition, build_condition
+from robustdistiller_upstream.superb.configs import config_dir, load_task_config
+from robustdistiller_upstream.superb.results import RESULT, parse_metrics
+from robustdistiller_upstream.superb.state import write_json_atomic
+from robustdistiller_upstream.superb.tasks import TaskSpec, get_key, resolve_tasks, set_key
+
+log = logging.getLogger(__name__)
+
+DONE = "done.json"
+RUN_LOG = "run.log"
+_LAUNCH = [sys.executable, "-m", "robustdistiller_upstream.superb.launch"]
+
+
+@dataclass
+class SweepConfig:
+    """What ``run_superb.sh`` was asked for (see ``superb.__main__`` for the options)."""
+
+    upstream: str
+    ckpt: str = ""
+    upstream_config: str = ""
+    tag: str = ""
+    tasks: str = "all"
+    conditions: str = ""
+    only_conditions: list[str] = field(default_factory=list)
+    data_root: str = ""
+    s3prl_dir: str = ""
+    exp_root: str = "exp/superb"
+    cond_root: str = ""
+    gpus: list[str] = field(default_factory=list)
+    nproc: int = 1
+    overrides: list[str] = field(default_factory=list)
+    runner_args: list[str] = field(default_factory=list)
+    contaminate_workers: int = 1
+
+
+@dataclass
+class Run:
+    """One step of the sweep and what became of it."""
+
+    task: str
+    kind: str  # "train" | "evaluate"
+    condition: str
+    expdir: Path
+    status: str = "todo"  # todo | done (this invocation) | skipped (finished earlier) | failed | blocked
+    reason: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class TaskPlan:
+    """A task's resolved config (or why it cannot run) and its runs in order."""
+
+    spec: TaskSpec
+    config: Optional[dict[str, Any]]
+    error: str
+    runs: list[Run]
+
+
+def default_tag(cfg: SweepConfig) -> str:
+    """``--tag``, else the checkpoint's folder name (``exp/rd_wavlm/student.ckpt`` -> ``rd_wavlm``), else the
+    upstream name."""
+    if cfg.tag:
+        return cfg.tag
+    return Path(cfg.ckpt).resolve().parent.name if cfg.ckpt and "://" not in cfg.ckpt else cfg.upstream
+
+
+def _check_override_value(value: str, what: str) -> str:
+    # s3prl's -o splits on ",," and "=" and eval()s values
+    if "=" in value or ",," in value:
+        raise ConfigError(f"{what} {value!r}: s3prl -o values may not contain '=' or ',,'")
+    return value
+
+
+def _check_upstream(name: str) -> None:
+    """The runner finds upstreams only as attributes of ``s3prl.hub`` (ours are added at its import)."""
+    from s3prl import hub
+
+    if not callable(getattr(hub, name, None)) or name.startswith("_"):
+        close = sorted(n for n in dir(hub) if not n.startswith("_") and name.split("_")[0] in n)[:10]
+        raise ConfigError(f"--upstream {name!r} is not in s3prl.hub (similar: {close or 'none'})")
+
+
+def _import_expert(downstream: str) -> None:
+    """Imports the stock expert here first, so a missing per-task dependency (catalyst, libsox, ...) is one clear
+    line in the plan instead of a traceback in each run's log."""
+    import importlib
+
+    try:
+        importlib.import_module(f"s3prl.downstream.{downstream}.expert")
+    except Exception as exc:  # ImportError, OSError (libsox), AttributeError (old catalyst on Python 3.11)
+        raise ConfigError(f"s3prl expert {downstream!r} does not import: {type(exc).__name__}: {exc} "
+                          f"(per-task dependencies: docs/superb.md)") from None
+
+
+class Sweep:
+    """Plans and runs one upstream's sweep."""
+
+    def __init__(self, cfg: SweepConfig) -> None:
+        self.cfg = cfg
+        self.tag = default_tag(cfg)
+        self.exp = Path(cfg.exp_root).resolve() / self.tag
+        self.cond_root = Path(cfg.cond_root or Path(cfg.exp_root) / "_conditions").resolve()
+        self.conditions_file = Path(cfg.conditions or config_dir() / "conditions.yaml").resolve()
+        self.env = self._environment()
+        _check_upstream(cfg.upstream)
+        self.conditions = self._conditions()
+        self.ckpt = str(Path(cfg.ckpt).resolve()) if cfg.ckpt and Path(cfg.ckpt).exists() else cfg.ckpt
+        self.plans = [self._plan(spec) for spec in resolve_tasks(cfg.tasks)]
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.cfg.data_root:
+            env["DATA_ROOT"] = str(Path(self.cfg.data_root).resolve())
+        if self.cfg.s3prl_dir:
+            env["S3PRL_DIR"] = str(Path(self.cfg.s3prl_dir).resolve())
+        # s3prl downstream checkpoints pickle an argparse.Namespace (DESIGN 5): only the runner needs this
+        env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+        return env
+
+    def _conditions(self) -> list[EvalCondition]:
+        if not self.conditions_file.is_file():
+            raise ConfigError(f"--conditions {self.conditions_file}: not found")
+        saved = dict(os.environ)
+        os.environ.update(self.env)  # the conditions file may name ${DATA_ROOT}
+        try:
+            _, conditions = load_conditions(self.conditions_file)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        unknown = sorted(set(self.cfg.only_conditions) - set(conditions))
+        if unknown:
+            raise ConfigError(f"--only-conditions {unknown}: not in {self.conditions_file} ({sorted(conditions)})")
+        wanted = self.cfg.only_conditions or list(conditions)
+        return [EvalCondition(name, *conditions[name]) for name in wanted]
+
+    def _plan(self, spec: TaskSpec) -> TaskPlan:
+        error, config = "", None
+        try:
+            if spec.needs_s3prl_dir and not Path(self.env.get("S3PRL_DIR", ""), "s3prl", "downstream").is_dir():
+                raise ConfigError(f"{spec.name} needs files the PyPI s3prl lacks: pass --s3prl-dir (an s3prl git "
+                                  f"checkout, holding s3prl/downstream/) or set S3PRL_DIR")
+            config = load_task_config(spec, self.env, self.cfg.overrides)
+            get_key(config["downstream_expert"], spec.test_key, spec.config)
+            _import_expert(spec.downstream)
+        except (UserError, OSError) as exc:
+            error = str(exc)
+        task_dir = self.exp / spec.name
+        runs = [Run(spec.name, "train", "", task_dir / "train")] if spec.trains else []
+        runs += [Run(spec.name, "evaluate", c.name, task_dir / c.name) for c in self.conditions]
+        for run in runs:
+            marker = run.expdir / (DONE if run.kind == "train" else RESULT)
+            if marker.is_file():
+                run.status = "skipped"
+                made = json.loads(marker.read_text())
+                if (made.get("upstream"), made.get("ckpt")) != (self.cfg.upstream, self.ckpt):
+                    error = error or (f"{marker} was made with upstream {made.get('upstream')!r} ckpt "
+                                      f"{made.get('ckpt')!r}, not {self.cfg.upstream!r} {self.ckpt!r}: "
+                                      f"choose another --tag (finished results are never overwritten)")
+        return TaskPlan(spec, config, error, runs)
+
+    # ---- commands -------------------------------------------------------------------------------------
+
+    def _upstream_args(self) -> list[str]:
+        args = ["-u", self.cfg.upstream]
+        if self.cfg.ckpt:
+            args += ["-k", self.ckpt]
+        if self.cfg.upstream_config:
+            args += ["-g", str(Path(self.cfg.upstream_config).resolve())]
+        return args + list(self.cfg.runner_args)
+
+    def _device_args(self, gpu: Optional[str]) -> list[str]:
+        # the runner defaults to cuda and fails without it (DESIGN 5)
+        return ["--device", "cuda" if gpu is not None or self._has_cuda() else "cpu"]
+
+    @staticmethod
+    def _has_cuda() -> bool:
+        import torch
+
+        return torch.cuda.is_available()
+
+    def train_command(self, plan: TaskPlan, run: Run, gpu: Optional[str]) -> list[str]:
+        prefix = list(_LAUNCH)
+        if self.cfg.nproc > 1:
+            # --standalone: a free rendezvous port, so parallel DDP runs on other GPU groups do not collide
+            prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                      f"--nproc_per_node={self.cfg.nproc}", "-m", "robustdistiller_upstream.superb.launch"]
+        return prefix + ["-m", "train", *self._upstream_args(), "-d", plan.spec.downstream,
+                         "-c", str(run.expdir / "superb_config.yaml"), "-p", str(run.expdir), "-a",
+                         *self._device_args(gpu)]
+
+    def evaluate_command(self, plan: TaskPlan, run: Run, root: Path, gpu: Optional[str],
+                         checkpoint: Optional[Path]) -> list[str]:
+        """``checkpoint``: the trained downstream (None for QbE, which does not train)."""
+        split = ["-t", plan.spec.evaluate_split]
+        if checkpoint is None:
+            return _LAUNCH + ["-m", "evaluate", *self._upstream_args(), "-d", plan.spec.downstream, "-c",
+                              str(run.expdir / "superb_config.yaml"), "-p", str(run.expdir), *split,
+                              *self._device_args(gpu)]
+        override = (f"config.downstream_expert.{plan.spec.test_key}={_check_override_value(str(root), 'test data')}"
+                    f",,args.expdir={_check_override_value(str(run.expdir), 'expdir')}")
+        return _LAUNCH + ["-m", "evaluate", "-e", str(checkpoint), *split, "-o", override, *self._device_args(gpu)]
+
+    def best_checkpoint(self, plan: TaskPlan) -> Path:
+        done = self.exp / plan.spec.name / "train" / DONE
+        return Path(json.loads(done.read_text())["checkpoint"])
+
+    # ---- running --------------------------------------------------------------------------------------
+
+    def _run_runner(self, command: list[str], run: Run, gpu: Optional[str], expert: str) -> None:
+        run.expdir.mkdir(parents=True, exist_ok=True)
+        env = dict(self.env, RD_SUPERB_SID_CACHE=str(run.expdir / ".sid_cache"), RD_SUPERB_DOWNSTREAM=expert)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu.replace("+", ",")  # "0+1": a group of GPUs for one DDP run
+        with open(run.expdir / RUN_LOG, "a") as out:
+            out.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
+            out.flush()
+            code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=run.expdir).returncode
+        if code != 0:
+            raise RuntimeError(f"s3prl runner exited with {code}; see {run.expdir / RUN_LOG}")
+
+    def _write_config(self, plan: TaskPlan, run: Run, test_root: Optional[Path] = None) -> None:
+        import yaml
+
+        config = json.loads(json.dumps(plan.config))
+        if test_root is not None:
+            set_key(config["downstream_expert"], plan.spec.test_key, str(test_root))
+        run.expdir.mkdir(parents=True, exist_ok=True)
+        (run.expdir / "superb_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def _train(self, plan: TaskPlan, run: Run, gpu: Optional[str]) -> None:
+        if plan.spec.prepare is not None:
+            plan.spec.prepare(plan.config, self.cond_root / "_prepared" / plan.spec.name)
+        self._write_config(plan, run)
+        self._run_runner(self.train_command(plan, run, gpu), run, gpu, plan.spec.downstream)
+        best = sorted(run.expdir.glob("*best*.ckpt"))
+        states = sorted(run.expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[-1]))
+        if not best and not states:
+            raise RuntimeError(f"training finished without a checkpoint in {run.expdir}")
+        checkpoint = best[0] if best else states[-1]
+        write_json_atomic(run.expdir / DONE, {"task": plan.spec.name, "checkpoint": str(checkpoint),
+                                              "upstream": self.cfg.upstream, "ckpt": self.ckpt})
+
+    def _clean_root(self, plan: TaskPlan) -> Path:
+        return Path(get_key(plan.config["downstream_expert"], plan.spec.test_key, plan.spec.config))
+
+    def _evaluate(self, plan: TaskPlan, run: Run, condition: EvalCondition, gpu: Optional[str]) -> None:
+        clean_root = self._clean_root(plan)
+        if not clean_root.exists():
+            raise ConfigError(f"{plan.spec.name}: test data {clean_root} not found (key {plan.spec.test_key})")
+        parts = plan.spec.test_parts(plan.config["downstream_expert"], clean_root)
+        root = build_condition(plan.spec.name, condition, clean_root, parts, self.cond_root, self.conditions_file,
+                               self.env, self.cfg.contaminate_workers)
+        if not plan.spec.trains:
+            self._write_config(plan, run, root)
+        (run.expdir / RUN_LOG).unlink(missing_ok=True)  # parse this attempt's output only
+        checkpoint = self.best_checkpoint(plan) if plan.spec.trains else None
+        self._run_runner(self.evaluate_command(plan, run, root, gpu, checkpoint), run, gpu, plan.spec.downstream)
+        if plan.spec.name == "QbE":
+            self._score_qbe(clean_root, run)
+        metrics = parse_metrics(plan.spec, (run.expdir / RUN_LOG).read_text(errors="replace"))
+        if plan.spec.metric.name not in metrics:
+            raise RuntimeError(f"no {plan.spec.metric.name} in {run.expdir / RUN_LOG}")
+        write_json_atomic(run.expdir / RESULT, {
+            "task": plan.spec.name, "condition": condition.name, "spec": condition.spec, "seed": condition.seed,
+            "upstream": self.cfg.upstream, "ckpt": self.ckpt, "tag": self.tag, "metrics": metrics,
+            "metric": plan.spec.metric.name, "higher_better": plan.spec.metric.higher_better,
+            "checkpoint": str(checkpoint or ""),
+            "log": str(run.expdir / RUN_LOG)})
+
+    def _score_qbe(self, clean_root: Path, run: Run) -> None:
+        """QUESST 2014's NIST scorer (in the dataset's ``scoring/``) turns the runner's
+        ``benchmark.stdlist.xml`` into MTWV; its output goes to run.log."""
+        script = clean_root / "scoring" / "score-TWV-Cnxe.sh"
+        if not script.is_file():
+            raise RuntimeError(f"QbE scoring script {script} not found (QUESST 2014 ships it)")
+        with open(run.expdir / RUN_LOG, "a") as out:
+            subprocess.run(["bash", str(script), str(run.expdir), "groundtruth_quesst14_eval", "-10"],
+                           cwd=script.parent, stdout=out, stderr=subprocess.STDOUT, check=True)
+
+    def _run_task(self, plan: TaskPlan, gpu: Optional[str]) -> None:
+        by_name = {c.name: c for c in self.conditions}
+        blocked = plan.error
+        for run in plan.runs:
+            if run.status == "skipped":
+                continue
+            if blocked:
+                run.status, run.reason = ("failed" if run is plan.runs[0] else "blocked"), blocked
+                continue
+            start = time.monotonic()
+            log.info("%s %s %s%s", self.tag, plan.spec.name, run.kind, f" on {run.condition}" * bool(run.condition))
+            try:
+                if run.kind == "train":
+                    self._train(plan, run, gpu)
+                else:
+                    self._evaluate(plan, run, by_name[run.condition], gpu)
+                run.status = "done"
+            except Exception as exc:  # any failure of one run is recorded; the sweep goes on
+                run.status, run.reason = "failed", str(exc)
+                log.error("%s %s %s failed: %s", plan.spec.name, run.kind, run.condition, exc)
+                if run.kind == "train":
+                    blocked = f"training failed: {exc}"
+            run.seconds = time.monotonic() - start
+
+    def run(self) -> int:
+        """Runs what is not finished; returns 0 if nothing failed."""
+        slots: "queue.Queue[Optional[str]]" = queue.Queue()
+        for gpu in self.cfg.gpus or [None]:
+            slots.put(gpu)
+        threads = []
+        for plan in self.plans:
+            if all(r.status == "skipped" for r in plan.runs):
+                continue
+            gpu = slots.get()  # one task per device at a time
+
+            def work(plan: TaskPlan = plan, gpu: Optional[str] = gpu) -> None:
+                try:
+                    self._run_task(plan, gpu)
+                finally:
+                    slots.put(gpu)
+
+            thread = threading.Thread(target=work, name=plan.spec.name)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+        self.write_summary()
+        for plan in self.plans:
+            if plan.error:
+                log.error("%s cannot run: %s", plan.spec.name, plan.error)
+        failed = any(r.status in ("failed", "blocked") for p in self.plans for r in p.runs)
+        return 1 if failed or any(p.error for p in self.plans) else 0
+
+    # ---- reporting ------------------------------------------------------------------------------------
+
+    def plan_text(self) -> str:
+        """The plan, one line per run, with the command each pending run will execute."""
+        lines = [f"upstream {self.cfg.upstream} (tag {self.tag}) -> {self.exp}",
+                 f"conditions {self.conditions_file}: {', '.join(c.name for c in self.conditions)}",
+                 f"condition copies -> {self.cond_root}"]
+        gpu = self.cfg.gpus[0] if self.cfg.gpus else None
+        for plan in self.plans:
+            note = f": CANNOT RUN: {plan.error}" if plan.error else ""
+            if not plan.error and not self._clean_root(plan).exists():
+                note = f": test data {self._clean_root(plan)} not found (the runs will fail)"
+            lines.append(f"{plan.spec.name} ({plan.spec.downstream}, {plan.spec.config}){note}")
+            for run in plan.runs:
+                command: list[str] = []
+                if run.status == "todo" and not plan.error:
+                    if run.kind == "train":
+                        command = self.train_command(plan, run, gpu)
+                    else:
+                        clean = run.condition == "clean"
+                        root = self._clean_root(plan) if clean else Path("<condition copy>")
+                        best = self.exp / plan.spec.name / "train" / "<best>.ckpt" if plan.spec.trains else None
+                        command = self.evaluate_command(plan, run, root, gpu, best)
+                what = run.kind + (f" {run.condition}" if run.condition else "")
+                lines.append(f"  {what:<28} {run.status:<8} {' '.join(command)}")
+        return "\n".join(lines)
+
+    def write_summary(self) -> None:
+        rows = [{"task": r.task, "kind": r.kind, "condition": r.condition, "status": r.status, "reason": r.reason,
+                 "seconds": round(r.seconds, 1), "expdir": str(r.expdir)} for p in self.plans for r in p.runs]
+        write_json_atomic(self.exp / "summary.json", {"tag": self.tag, "upstream": self.cfg.upstream,
+                                                     "ckpt": self.ckpt, "runs": rows})
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+        log.info("summary (%s): %s", self.exp / "summary.json", counts)
+        for row in rows:
+            if row["status"] in ("failed", "blocked"):
+                log.warning("%s %s %s %s: %s", row["task"], row["kind"], row["condition"], row["status"],
+                            row["reason"])
