@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Iterator
 
 
+_TEMP_SUFFIX = ".tmp"
+
+
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside ``path`` to write; renames it onto ``path`` when the block succeeds and
     removes it when it fails, so ``path`` is never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMP_SUFFIX)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -30,3 +33,12 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def remove_stale_temporaries(root: str | Path) -> int:
+    """Deletes the temporary files that :func:`atomic_output` leaves when its process is killed (SIGKILL skips
+    the clean-up) anywhere below ``root``; for resuming into a folder only our writers write to. Returns the count."""
+    stale = [p for p in Path(root).rglob(f".*{_TEMP_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink()
+    return len(stale)

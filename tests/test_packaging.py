@@ -13,7 +13,8 @@ import s3prl
 
 REPO = Path(__file__).resolve().parents[1]
 S3PRL_DIR = Path(s3prl.__file__).parent
-OUR_NAMES = ("robustdistiller", "robustdistiller_local", "robustdistiller_url")
+OUR_NAMES = ("robustdistiller", "robustdistiller_dpwavlm_local", "robustdistiller_dpwavlm_url", "robustdistiller_local",
+             "robustdistiller_url")
 
 
 def _run(args: list[str], cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> str:

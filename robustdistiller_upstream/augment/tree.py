@@ -37,7 +37,7 @@ from robustdistiller_upstream.audio import (
 )
 from robustdistiller_upstream.augment.contaminator import Contaminator
 from robustdistiller_upstream.errors import AudioError, ConfigError
-from robustdistiller_upstream.files import atomic_output, write_text_atomic
+from robustdistiller_upstream.files import atomic_output, remove_stale_temporaries, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +219,7 @@ def _open_state(dst: Path, state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     elif dst.exists() and any(dst.iterdir()):
         raise ConfigError(f"--dst {dst} exists and is not a contamination output; refusing to write into it")
     meta.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dst)  # left by a killed run
     write_text_atomic(meta / STATE, json.dumps({**state, "complete": False}, indent=1) + "\n")
     rows = read_manifest(meta / MANIFEST)
     write_text_atomic(meta / MANIFEST, "".join(json.dumps(r) + "\n" for r in rows.values()))

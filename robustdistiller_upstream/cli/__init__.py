@@ -19,6 +19,10 @@ SUBCOMMANDS = {
     "contaminate": "contaminate",
     "demo": "demo",
     "info": "info",
+    "prepare-librispeech": "prepare_librispeech",
+    "pretrain": "pretrain",
+    "prune": "prune",
+    "report": "report",
 }
 
 

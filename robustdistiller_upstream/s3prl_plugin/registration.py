@@ -8,7 +8,7 @@ from types import ModuleType
 from typing import Callable, Optional
 
 # Modules whose HUB_ENTRIES names are added to s3prl.hub.
-HUB_MODULES = ("robustdistiller_upstream.s3prl_plugin.hubconf",)
+HUB_MODULES = ("robustdistiller_upstream.s3prl_plugin.hubconf", "robustdistiller_upstream.s3prl_plugin.dpwavlm")
 
 
 def hub_entries() -> dict[str, Callable]:

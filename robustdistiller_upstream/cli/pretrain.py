@@ -1,0 +1,22 @@
+"""``robustdistiller pretrain -c RECIPE.yaml -n NAME [-o key=value ...] [--resume]`` (also under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+
+from robustdistiller_upstream.cli.experiment import add_experiment_arguments, load_experiment
+
+HELP = "pretrain a student by (robust) distillation from an s3prl teacher"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_experiment_arguments(parser, "pretrain/*.yaml")
+
+
+def run(args: argparse.Namespace) -> int:
+    from robustdistiller_upstream.train.config import PretrainConfig
+    from robustdistiller_upstream.train.runner import pretrain
+
+    config, exp_dir = load_experiment(args, PretrainConfig)
+    pretrain(config, exp_dir, resume=args.resume)
+    return 0

@@ -1,0 +1,54 @@
+"""Losses of the enhancement head: L1 / L2 on the STFT magnitude, multi-resolution STFT, SI-SNR (DESIGN 1)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from robustdistiller_upstream.enhance.head import EnhancementHead, EnhancementOutput
+from robustdistiller_upstream.objectives import masked_mean
+
+# (n_fft, hop, win) of the multi-resolution STFT loss (Yamamoto et al., Parallel WaveGAN, 2020)
+MRSTFT_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
+
+
+def _frame_mask(lengths: Tensor, frames: int) -> Tensor:
+    return torch.arange(frames, device=lengths.device) < lengths[:, None]
+
+
+def si_snr(estimate: Tensor, reference: Tensor, lengths: Tensor, eps: float = 1e-8) -> Tensor:
+    """Scale-invariant SNR in dB per utterance (batch,), over the first ``lengths`` samples (Le Roux et al. 2019)."""
+    mask = _frame_mask(lengths, estimate.shape[-1]).to(estimate.dtype)
+    n = lengths.clamp_min(1).to(estimate.dtype)[:, None]
+    est = (estimate - (estimate * mask).sum(-1, keepdim=True) / n) * mask
+    ref = (reference - (reference * mask).sum(-1, keepdim=True) / n) * mask
+    scale = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps)
+    target = scale * ref
+    return 10 * torch.log10(target.pow(2).sum(-1) / ((est - target).pow(2).sum(-1) + eps) + eps)
+
+
+def mrstft_loss(estimate: Tensor, reference: Tensor) -> Tensor:
+    """Spectral convergence + log-magnitude L1, averaged over ``MRSTFT_RESOLUTIONS``; waveforms (batch, samples)."""
+    total = estimate.new_zeros(())
+    for n_fft, hop, win in MRSTFT_RESOLUTIONS:
+        window = torch.hann_window(win, device=estimate.device)
+        est = torch.stft(estimate, n_fft, hop, win, window=window, return_complex=True).abs().clamp_min(1e-7)
+        ref = torch.stft(reference, n_fft, hop, win, window=window, return_complex=True).abs().clamp_min(1e-7)
+        convergence = torch.linalg.norm(ref - est) / torch.linalg.norm(ref).clamp_min(1e-7)
+        total = total + convergence + F.l1_loss(est.log(), ref.log())
+    return total / len(MRSTFT_RESOLUTIONS)
+
+
+def enhancement_loss(head: EnhancementHead, out: EnhancementOutput, clean: Tensor, wav_lengths: Tensor) -> Tensor:
+    """The head's loss against the clean waveform (batch, samples); ``head.config.loss`` picks the kind."""
+    kind = head.config.loss
+    if kind in ("l1", "l2"):
+        target = head.stft(clean).abs().transpose(1, 2)
+        diff = out.enhanced_magnitude.float() - target
+        per_frame = diff.abs().mean(-1) if kind == "l1" else diff.pow(2).mean(-1)
+        return masked_mean(per_frame, _frame_mask(out.stft_lengths, per_frame.shape[1]))
+    wav = out.waveform(head, clean.shape[-1])
+    if kind == "sisnr":
+        return -si_snr(wav, clean.float(), wav_lengths).mean()
+    return mrstft_loss(wav, clean.float())

@@ -1,0 +1,103 @@
+"""Distillation objectives: how student outputs are pulled towards teacher hidden states.
+
+Plug-in interface. An objective is a ``DistillationObjective`` subclass registered in ``OBJECTIVES`` under the
+name a recipe selects (``objective.name``); its options come from the recipe's ``objective.options`` mapping,
+built into the dataclass named by the class attribute ``config_class`` (unknown keys are errors). Objectives may
+own parameters (projections...): they are trained with the student and dropped at export.
+
+``forward(student, teacher, frame_mask)``:
+
+- ``student``: one tensor per distilled teacher layer, each (batch, frames, student_dim) (the student's prediction
+  heads, or whatever the runner feeds);
+- ``teacher``: the matching teacher hidden states, each (batch, frames, teacher_dim), no gradient;
+- ``frame_mask``: (batch, frames) bool, True on valid (non-padded) frames.
+
+It returns ``ObjectiveOutput(loss, terms)``: ``loss`` a scalar to minimise, ``terms`` detached scalars for the
+logs, named ``<term>`` for totals and ``<term>/layer<id>`` per teacher layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Sequence
+
+from torch import Tensor, nn
+
+from robustdistiller_upstream.config import from_dict
+from robustdistiller_upstream.errors import ConfigError
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: Tensor  # scalar
+    terms: dict[str, Tensor]  # detached scalars, for logging
+
+
+class DistillationObjective(nn.Module):
+    """Base of all objectives. Subclasses set ``config_class`` and implement ``forward``."""
+
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any, student_dim: int, teacher_dim: int, layer_ids: Sequence[int]) -> None:
+        super().__init__()
+        self.config = config
+        self.student_dim = student_dim
+        self.teacher_dim = teacher_dim
+        self.layer_ids = list(layer_ids)
+
+    def forward(self, student: list[Tensor], teacher: list[Tensor], frame_mask: Tensor) -> ObjectiveOutput:
+        raise NotImplementedError
+
+    def check_inputs(self, student: list[Tensor], teacher: list[Tensor], frame_mask: Tensor) -> None:
+        """Raises ValueError naming the mismatch when shapes do not fit the interface."""
+        if len(student) != len(self.layer_ids) or len(teacher) != len(self.layer_ids):
+            raise ValueError(
+                f"{type(self).__name__}: expected {len(self.layer_ids)} student and teacher tensors "
+                f"(layers {self.layer_ids}), got {len(student)} and {len(teacher)}"
+            )
+        for layer, s, t in zip(self.layer_ids, student, teacher):
+            if s.shape[:2] != t.shape[:2] or s.shape[:2] != frame_mask.shape:
+                raise ValueError(
+                    f"{type(self).__name__}: layer {layer}: student {tuple(s.shape)}, teacher {tuple(t.shape)} and "
+                    f"frame mask {tuple(frame_mask.shape)} disagree on (batch, frames)"
+                )
+
+
+# name -> DistillationObjective subclass; modules register themselves at import (bottom of this file)
+OBJECTIVES: dict[str, type[DistillationObjective]] = {}
+
+
+def register(name: str):
+    """Class decorator: ``@register("layerwise")`` adds the objective to ``OBJECTIVES``."""
+
+    def add(cls: type[DistillationObjective]) -> type[DistillationObjective]:
+        if name in OBJECTIVES and OBJECTIVES[name] is not cls:
+            raise ValueError(f"objective {name!r} is registered twice")
+        OBJECTIVES[name] = cls
+        return cls
+
+    return add
+
+
+def masked_mean(values: Tensor, frame_mask: Tensor) -> Tensor:
+    """Mean of (batch, frames) ``values`` over the frames where ``frame_mask`` is True."""
+    mask = frame_mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def build_objective(
+    name: str, options: Mapping[str, Any], student_dim: int, teacher_dim: int, layer_ids: Sequence[int]
+) -> DistillationObjective:
+    """The objective ``name`` with its config built from ``options`` (errors name ``objective.options``)."""
+    if name not in OBJECTIVES:
+        raise ConfigError(f"objective.name: unknown objective {name!r}; known: {sorted(OBJECTIVES)}")
+    cls = OBJECTIVES[name]
+    config = from_dict(cls.config_class, options, source=f"objective.options ({name})")
+    return cls(config, student_dim, teacher_dim, layer_ids)
+
+
+# Built-in objectives register themselves on import.
+from robustdistiller_upstream.objectives import layerwise  # noqa: E402,F401
+from robustdistiller_upstream.objectives import correlation, cosine_bottleneck  # noqa: E402,F401
+
+__all__ = ["OBJECTIVES", "DistillationObjective", "ObjectiveOutput", "build_objective", "masked_mean", "register"]

@@ -1,0 +1,55 @@
+"""Layer-wise L1 + cosine distillation (DistilHuBERT, Chang et al. 2022; RobustDistiller, DESIGN 1).
+
+Per distilled layer: ``l1_weight * mean|s - t| + cos_weight * mean(-log sigmoid(cos(s, t)))``, means over valid
+frames (and feature dims for L1), then averaged over layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from robustdistiller_upstream.objectives import DistillationObjective, ObjectiveOutput, masked_mean, register
+
+
+@dataclass
+class LayerwiseConfig:
+    l1_weight: float = 1.0
+    cos_weight: float = 1.0
+
+
+@register("layerwise")
+class LayerwiseObjective(DistillationObjective):
+    """Student and teacher must have the same width (DistilHuBERT's prediction heads are teacher-sized)."""
+
+    config_class = LayerwiseConfig
+
+    def __init__(self, config: LayerwiseConfig, student_dim: int, teacher_dim: int, layer_ids) -> None:
+        super().__init__(config, student_dim, teacher_dim, layer_ids)
+        if student_dim != teacher_dim:
+            raise ValueError(
+                f"layerwise objective: student width {student_dim} != teacher width {teacher_dim}; set "
+                "student.final_dim to the teacher's width or pick an objective with a projection"
+            )
+
+    def forward(self, student: list[Tensor], teacher: list[Tensor], frame_mask: Tensor) -> ObjectiveOutput:
+        self.check_inputs(student, teacher, frame_mask)
+        terms: dict[str, Tensor] = {}
+        l1_layers, cos_layers = [], []
+        for layer, s, t in zip(self.layer_ids, student, teacher):
+            s, t = s.float(), t.float()
+            l1 = masked_mean((s - t).abs().mean(-1), frame_mask)
+            cos = masked_mean(-F.logsigmoid(F.cosine_similarity(s, t, dim=-1)), frame_mask)
+            l1_layers.append(l1)
+            cos_layers.append(cos)
+            terms[f"l1/layer{layer}"] = l1.detach()
+            terms[f"cos/layer{layer}"] = cos.detach()
+        l1_mean = torch.stack(l1_layers).mean()
+        cos_mean = torch.stack(cos_layers).mean()
+        terms["l1"] = l1_mean.detach()
+        terms["cos"] = cos_mean.detach()
+        loss = self.config.l1_weight * l1_mean + self.config.cos_weight * cos_mean
+        return ObjectiveOutput(loss, terms)

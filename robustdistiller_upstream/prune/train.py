@@ -1,0 +1,347 @@
+"""RD-DPWavLM: DPHuBERT's joint distillation + structured pruning with the RobustDistiller recipe.
+
+Stage 1 (``prune``): a gated copy of the teacher learns layer-to-layer distillation (student layer ``l``, through
+an identity-initialised linear map, to teacher layer ``l``) while the Lagrangian controller drives its expected
+sparsity to the target. Export removes the pruned structures. Stage 2 (``final``): the dense pruned model is
+distilled again without gates. The student sees contaminated speech and the teacher clean speech when
+``denoising.enabled``; the enhancement head reads the student's transformer input (``hidden_states[0]``: its width
+survives pruning, unlike the CNN channels the RD-WavLM head reads).
+
+Outputs in the experiment folder: ``config.yaml``, ``log.jsonl``, ``pruned.pth`` (after stage 1) and
+``final.pth`` (after stage 2), both in the DPHuBERT checkpoint layout, and ``resume.pt`` while the run is
+unfinished (``--resume`` continues from it: weights, gates, multipliers, optimizer, schedule, data position, RNGs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from robustdistiller_upstream.augment.banks import build_banks
+from robustdistiller_upstream.augment.contaminator import Contaminator
+from robustdistiller_upstream.checkpoint import atomic_torch_save, load_torch_file
+from robustdistiller_upstream.config import save_config, to_dict
+from robustdistiller_upstream.enhance import EnhanceConfig, EnhancementHead, enhancement_loss
+from robustdistiller_upstream.errors import ConfigError, TrainingError
+from robustdistiller_upstream.files import remove_stale_temporaries
+from robustdistiller_upstream.objectives import DistillationObjective, build_objective
+from robustdistiller_upstream.prune.arch import arch_from_checkpoint_dict
+from robustdistiller_upstream.prune.checkpoint import save_pruned_checkpoint
+from robustdistiller_upstream.prune.convert import model_from_teacher
+from robustdistiller_upstream.prune.export import export_pruned
+from robustdistiller_upstream.prune.model import PrunableWav2Vec2
+from robustdistiller_upstream.prune.params import expected_num_params, num_params
+from robustdistiller_upstream.prune.sparsity import LagrangianController, SparsityConfig
+from robustdistiller_upstream.teacher import Teacher, TeacherConfig, align_frames
+from robustdistiller_upstream.train.config import DenoisingConfig, ObjectiveConfig, OptimConfig
+from robustdistiller_upstream.train.data import Batch, BatchStream, DataConfig, load_corpus
+from robustdistiller_upstream.train.runner import (
+    build_optimizer,
+    pick_device,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    setup_distributed,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PruneUnitsConfig:
+    """Which structures get gates (DPHuBERT's ``conv,head,interm,attlayer,ffnlayer``; its run.sh uses the first
+    three). Whole-block gates are decided per block at export: until they polarise in training, a block at
+    keep probability 0.7 is either kept whole or removed, and the exported size strays from the expected one."""
+
+    conv_channels: bool = True
+    attention_heads: bool = True
+    attention_layers: bool = False
+    ffn_units: bool = True
+    ffn_layers: bool = False
+
+    def arch_flags(self) -> dict[str, bool]:
+        return {
+            "extractor_prune_conv_channels": self.conv_channels,
+            "encoder_prune_attention_heads": self.attention_heads,
+            "encoder_prune_attention_layer": self.attention_layers,
+            "encoder_prune_feed_forward_intermediate": self.ffn_units,
+            "encoder_prune_feed_forward_layer": self.ffn_layers,
+        }
+
+
+@dataclass
+class StageConfig:
+    steps: int = 50000
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, weight_decay=0.0, warmup=0.3,
+                                                                   clip_grad_norm=10.0))
+
+
+@dataclass
+class PruneRunConfig:
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 50
+    save_every: int = 5000  # steps between resume files (0: never)
+    threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+
+
+@dataclass
+class PruneConfig:
+    """``teacher.ckpt`` must be a local s3prl ``wavlm_local`` or converted-HuBERT file: the student starts as
+    its copy. ``distill_layers`` index s3prl hidden states (0 = transformer input, i = layer i)."""
+
+    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(name="wavlm_local"))
+    distill_layers: list[int] = field(default_factory=lambda: [0, 4, 8, 12])
+    units: PruneUnitsConfig = field(default_factory=PruneUnitsConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    denoising: DenoisingConfig = field(default_factory=DenoisingConfig)
+    enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prune_stage: StageConfig = field(default_factory=StageConfig)
+    final_stage: StageConfig = field(default_factory=lambda: StageConfig(
+        steps=25000, optim=OptimConfig(lr=1e-4, weight_decay=0.0, warmup=0.2, clip_grad_norm=10.0)))
+    run: PruneRunConfig = field(default_factory=PruneRunConfig)
+    description: Optional[str] = None
+
+
+class PruneDistiller(nn.Module):
+    """``forward(noisy, lengths, targets, clean) -> (loss, terms)``: layer-to-layer distillation of ``student``
+    (+ the enhancement head's loss). ``targets``: teacher hidden states ``layers``, each (batch, frames, dim)."""
+
+    def __init__(self, student: PrunableWav2Vec2, objective: DistillationObjective, layers: list[int],
+                 teacher_dim: int, head: Optional[EnhancementHead] = None, head_weight: float = 0.0) -> None:
+        super().__init__()
+        self.student, self.objective, self.layers = student, objective, list(layers)
+        dim = student.arch.encoder_embed_dim
+        self.projections = nn.ModuleList(nn.Linear(dim, teacher_dim) for _ in self.layers)
+        for proj in self.projections:  # identity start (DPHuBERT): the copied student already matches
+            nn.init.eye_(proj.weight)
+            nn.init.zeros_(proj.bias)
+        self.head, self.head_weight = head, head_weight
+
+    def forward(self, noisy: Tensor, lengths: Tensor, targets: list[Tensor], clean: Tensor
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        hidden, frame_lengths = self.student(noisy, lengths)
+        frames = targets[0].shape[1]
+        predictions = [proj(hidden[layer][:, :frames]) for layer, proj in zip(self.layers, self.projections)]
+        frame_mask = torch.arange(frames, device=noisy.device) < frame_lengths[:, None]
+        distill = self.objective(predictions, targets, frame_mask)
+        loss, terms = distill.loss, {"distill": distill.loss.detach(), **distill.terms}
+        if self.head is not None:
+            head_loss = enhancement_loss(self.head, self.head(hidden[0], noisy, lengths), clean, lengths)
+            terms["enhance"] = head_loss.detach()
+            loss = loss + self.head_weight * head_loss
+        return loss, terms
+
+
+class StageRunner:
+    """Runs one stage's optimizer steps: AdamW on the student, projections and head (``optim``), the gates'
+    log_alpha and the multipliers at ``sparsity.reg_lr`` (no weight decay); one warmup/decay schedule for all."""
+
+    def __init__(self, distiller: PruneDistiller, teacher: Teacher, stage: StageConfig, device: torch.device,
+                 controller: Optional[LagrangianController] = None, sparsity: Optional[SparsityConfig] = None,
+                 contaminator: Optional[Contaminator] = None, max_frame_diff: int = 2) -> None:
+        self.distiller, self.teacher, self.stage, self.device = distiller, teacher, stage, device
+        self.controller, self.contaminator, self.max_frame_diff = controller, contaminator, max_frame_diff
+        gates = {id(p) for p in distiller.student.gate_parameters()}
+        self.main = [p for p in distiller.parameters() if p.requires_grad and id(p) not in gates]
+        groups = [{"params": self.main}]
+        if controller is not None:
+            reg_lr = sparsity.reg_lr
+            groups += [{"params": distiller.student.gate_parameters(), "lr": reg_lr, "weight_decay": 0.0},
+                       {"params": list(controller.parameters()), "lr": reg_lr, "weight_decay": 0.0}]
+        self.optimizer, self.scheduler = build_optimizer(groups, stage.optim, stage.steps)
+        self.step = 0
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        self.distiller.train()
+        clean, lengths = batch.wav.to(self.device), batch.lengths.to(self.device)
+        student = self.distiller.student
+        student_frames = int(student.frame_lengths(lengths.new_tensor([clean.shape[1]]))[0])
+        targets = self.teacher(clean, lengths)
+        _, targets = align_frames(student_frames, targets, self.max_frame_diff, self.teacher.config.name)
+        noisy = clean
+        if self.contaminator is not None:
+            ids = [f"{path}@{self.step}" for path in batch.paths]
+            noisy, _ = self.contaminator(clean, lengths, step=self.step, utt_ids=ids)
+        loss, terms = self.distiller(noisy, lengths, targets, clean)
+        if self.controller is not None:
+            reg, reg_terms = self.controller(expected_num_params(student), self.step)
+            loss = loss + reg
+            terms.update(reg_terms)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"non-finite loss at step {self.step}: {({k: float(v) for k, v in terms.items()})}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.controller is not None:
+            self.controller.ascend()
+        torch.nn.utils.clip_grad_norm_(self.main, self.stage.optim.clip_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        terms["loss"] = loss.detach()
+        return {k: float(v) for k, v in terms.items()}
+
+
+def _batches(stream: BatchStream) -> Iterator[Batch]:
+    for batch in stream:
+        if len(batch.paths):
+            yield batch
+
+
+STAGES = ("prune", "final")
+RESUME_FILE = "resume.pt"
+
+
+class PruneRun:
+    """Both stages over one experiment folder, with a resume file every ``run.save_every`` steps."""
+
+    def __init__(self, config: PruneConfig, exp_dir: str | Path, resume: bool = False) -> None:
+        self.config, self.exp_dir = config, Path(exp_dir)
+        state = self._check_folder(resume)
+        if not config.teacher.ckpt or not Path(config.teacher.ckpt).is_file():
+            raise ConfigError(f"teacher.ckpt: {config.teacher.ckpt!r} is not a file; the pruning student is a copy "
+                              "of a local wavlm_local / converted-HuBERT checkpoint")
+        run = config.run
+        env = setup_distributed(run.device if run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        if env.enabled:
+            raise TrainingError("robustdistiller prune runs on one device; start it without torchrun")
+        self.device = pick_device(run.device, env)
+        if run.threads > 0:
+            torch.set_num_threads(run.threads)
+        seed_everything(run.seed)
+
+        self.teacher = Teacher(config.teacher, config.distill_layers).to(self.device)
+        self.stage = state["stage"] if state else "prune"
+        if self.stage == "final":  # stage 1 is done: the student is the dense export
+            student = PrunableWav2Vec2(arch_from_checkpoint_dict(state["arch"], str(self.exp_dir / RESUME_FILE)))
+        else:
+            student = model_from_teacher(config.teacher.ckpt, config.units.arch_flags())
+        if self.teacher.num_hidden_states != student.arch.encoder_num_layers + 1:
+            raise ConfigError(f"teacher.name {config.teacher.name} gives {self.teacher.num_hidden_states} hidden "
+                              f"states, but teacher.ckpt has {student.arch.encoder_num_layers} layers: they must be "
+                              "the same model")
+        self.original = state["original_num_params"] if state else num_params(student)
+        objective = build_objective(config.objective.name, config.objective.options, self.teacher.dim,
+                                    self.teacher.dim, config.distill_layers)
+        head = EnhancementHead(config.enhance, student.arch.encoder_embed_dim) if config.enhance.enabled else None
+        self.distiller = PruneDistiller(student, objective, config.distill_layers, self.teacher.dim, head,
+                                        config.enhance.weight).to(self.device)
+        self.contaminator = None
+        if config.denoising.enabled:
+            self.contaminator = Contaminator(config.denoising.contamination, *build_banks(config.denoising.banks))
+        utterances, _ = load_corpus(config.data)
+        self.stream = BatchStream(config.data, utterances)
+        self.batches = _batches(self.stream)
+        self.controller = LagrangianController(config.sparsity, self.original).to(self.device)
+        self.runner = self._stage_runner()
+        if state:
+            self._load(state)
+        else:
+            self.exp_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.exp_dir / "config.yaml")
+            (self.exp_dir / "log.jsonl").unlink(missing_ok=True)
+        self.meta = {"teacher": dataclasses.asdict(config.teacher), "target_sparsity": config.sparsity.target,
+                     "original_num_params": self.original, "recipe": to_dict(config)}
+
+    def _check_folder(self, resume: bool) -> Optional[dict]:
+        if (self.exp_dir / "final.pth").exists():
+            raise TrainingError(f"{self.exp_dir} already holds final.pth: the run is finished; pick another -n name")
+        if not resume:
+            if (self.exp_dir / RESUME_FILE).exists() or (self.exp_dir / "pruned.pth").exists():
+                raise TrainingError(f"{self.exp_dir} already holds a run: pass --resume or pick another -n name")
+            return None
+        if not (self.exp_dir / RESUME_FILE).exists():
+            raise TrainingError(f"--resume: no {RESUME_FILE} in {self.exp_dir}")
+        remove_stale_temporaries(self.exp_dir)  # half-written files of the killed run
+        return load_torch_file(self.exp_dir / RESUME_FILE)
+
+    def _stage_runner(self) -> StageRunner:
+        config = self.config
+        if self.stage == "prune":
+            return StageRunner(self.distiller, self.teacher, config.prune_stage, self.device, self.controller,
+                               config.sparsity, self.contaminator, config.teacher.max_frame_diff)
+        return StageRunner(self.distiller, self.teacher, config.final_stage, self.device,
+                           contaminator=self.contaminator, max_frame_diff=config.teacher.max_frame_diff)
+
+    def _state(self) -> dict:
+        return {
+            "stage": self.stage, "step": self.runner.step, "original_num_params": self.original,
+            "arch": self.distiller.student.arch.to_checkpoint_dict(),
+            "distiller": self.distiller.state_dict(), "controller": self.controller.state_dict(),
+            "optimizer": self.runner.optimizer.state_dict(), "scheduler": self.runner.scheduler.state_dict(),
+            "stream": self.stream.state_dict(), "rng": rng_state(),
+        }
+
+    def _load(self, state: dict) -> None:
+        self.distiller.load_state_dict(state["distiller"])
+        self.controller.load_state_dict(state["controller"])
+        self.runner.optimizer.load_state_dict(state["optimizer"])
+        self.runner.scheduler.load_state_dict(state["scheduler"])
+        self.runner.step = int(state["step"])
+        self.stream.load_state_dict(state["stream"])
+        set_rng_state(state["rng"])
+        done = STAGES.index(self.stage), self.runner.step
+        log = self.exp_dir / "log.jsonl"
+        if log.exists():  # drop records written after the resume point
+            kept = [line for line in log.read_text().splitlines()
+                    if (STAGES.index(json.loads(line)["stage"]), json.loads(line)["step"]) <= done]
+            log.write_text("".join(line + "\n" for line in kept))
+        logger.info("resumed %s at %s step %d", self.exp_dir, self.stage, self.runner.step)
+
+    def _run_stage(self) -> None:
+        runner, run = self.runner, self.config.run
+        start = time.time()
+        with (self.exp_dir / "log.jsonl").open("a") as log:
+            progress = tqdm(total=runner.stage.steps, initial=runner.step, desc=self.stage, unit="step",
+                            dynamic_ncols=True)
+            while runner.step < runner.stage.steps:
+                terms = runner.train_step(next(self.batches))
+                progress.update()
+                if runner.step % run.log_every == 0 or runner.step == runner.stage.steps:
+                    record = {"stage": self.stage, "step": runner.step, "seconds": round(time.time() - start, 1),
+                              **terms}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    logger.info("%s step %d: %s", self.stage, runner.step,
+                                ", ".join(f"{k}={v:.4g}" for k, v in terms.items() if "/" not in k))
+                if run.save_every and runner.step % run.save_every == 0 and runner.step < runner.stage.steps:
+                    atomic_torch_save(self._state(), self.exp_dir / RESUME_FILE)
+            progress.close()
+
+    def fit(self) -> Path:
+        """Runs what is left of both stages; returns the path of ``final.pth``."""
+        if self.stage == "prune":
+            self._run_stage()
+            student = export_pruned(self.distiller.student).to(self.device)
+            self.distiller.student = student
+            pruned = save_pruned_checkpoint(self.exp_dir / "pruned.pth", student,
+                                            {**self.meta, "stage": "prune", "steps": self.config.prune_stage.steps},
+                                            self.distiller.projections.state_dict(), overwrite=True)
+            logger.info("pruned: %d -> %d parameters (sparsity %.3f): %s", self.original, num_params(student),
+                        1 - num_params(student) / self.original, pruned)
+            self.stage = "final"
+            self.runner = self._stage_runner()
+            atomic_torch_save(self._state(), self.exp_dir / RESUME_FILE)
+        self._run_stage()
+        final = save_pruned_checkpoint(self.exp_dir / "final.pth", self.distiller.student.eval(),
+                                       {**self.meta, "stage": "final", "steps": self.config.final_stage.steps},
+                                       self.distiller.projections.state_dict())
+        (self.exp_dir / RESUME_FILE).unlink()
+        logger.info("final pruned model: %s", final)
+        return final
+
+
+def prune_and_distill(config: PruneConfig, exp_dir: str | Path, resume: bool = False) -> Path:
+    """Both stages (or what is left of them with ``resume``); returns the path of ``final.pth``."""
+    return PruneRun(config, exp_dir, resume).fit()

@@ -1,0 +1,1 @@
+"""Pretraining: corpus reading (``data``), the training loop (``runner``) and its config (``config``)."""
