@@ -4,6 +4,7 @@ in s3prl's format and a recipe YAML whose student matches it (1 s crops, 64-d)."
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -64,12 +65,26 @@ def write_recipe(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+def run_group(command: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Runs ``command`` (one thread per process) in its own process group; on a timeout the whole group is
+    killed, so torchrun's workers cannot outlive the test."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def cli(*args: str, cwd: Path, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """Runs ``python -m robustdistiller_upstream.cli ARGS`` (or under ``launcher``, e.g. torchrun) in ``cwd``."""
     command = [*launcher, "-m", "robustdistiller_upstream.cli", *args] if launcher else [
         sys.executable, "-m", "robustdistiller_upstream.cli", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    return run_group(command, cwd)
 
 
 def cli_popen(*args: str, cwd: Path) -> subprocess.Popen:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from pretrain_helpers import cli, make_world, recipe, write_recipe
+from pretrain_helpers import cli, make_world, recipe, run_group, write_recipe
 
 WORKER = """
 import os, sys, torch
@@ -38,9 +36,7 @@ def setup(tmp_path_factory):
 def test_ranks_keep_identical_parameters(setup):
     root, path = setup
     (root / "worker.py").write_text(WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*TORCHRUN, str(root / "worker.py"), str(path), str(root / "exp")], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = run_group([*TORCHRUN, str(root / "worker.py"), str(path), str(root / "exp")], cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(root / "exp" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert rank0["first_batch"] != rank1["first_batch"]  # each rank its own share of the data
