@@ -19,7 +19,7 @@ logs, named ``<term>`` for totals and ``<term>/layer<id>`` per teacher layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 from torch import Tensor, nn
 
@@ -37,9 +37,17 @@ class DistillationObjective(nn.Module):
     """Base of all objectives. Subclasses set ``config_class`` and implement ``forward``."""
 
     config_class: ClassVar[type]
+    # why the student must be as wide as the teacher, or None when the objective bridges widths itself
+    same_width_reason: ClassVar[Optional[str]] = None
 
     def __init__(self, config: Any, student_dim: int, teacher_dim: int, layer_ids: Sequence[int]) -> None:
         super().__init__()
+        if self.same_width_reason is not None and student_dim != teacher_dim:
+            raise ValueError(
+                f"{type(self).__name__}: student width {student_dim} != teacher width {teacher_dim}; "
+                f"{self.same_width_reason}: set student.final_dim to the teacher's width or pick an objective "
+                "with a projection (cosine_bottleneck)"
+            )
         self.config = config
         self.student_dim = student_dim
         self.teacher_dim = teacher_dim

@@ -115,14 +115,7 @@ class CorrelationObjective(DistillationObjective):
     """Correlation-metric distillation (arXiv 2312.12153); formulas in the module docstring. No parameters."""
 
     config_class = CorrelationConfig
-
-    def __init__(self, config: CorrelationConfig, student_dim: int, teacher_dim: int, layer_ids) -> None:
-        super().__init__(config, student_dim, teacher_dim, layer_ids)
-        if student_dim != teacher_dim:
-            raise ValueError(
-                f"correlation objective: student width {student_dim} != teacher width {teacher_dim}; the "
-                "cross-correlation is pushed to an identity, so set student.final_dim to the teacher's width"
-            )
+    same_width_reason = "the cross-correlation is pushed to an identity"
 
     def _samples(self, s: Tensor, t: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Standardised student and teacher samples: (n, d) for "frames", (batch, segments, d) for "batch"."""

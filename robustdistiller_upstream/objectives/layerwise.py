@@ -26,14 +26,7 @@ class LayerwiseObjective(DistillationObjective):
     """Student and teacher must have the same width (DistilHuBERT's prediction heads are teacher-sized)."""
 
     config_class = LayerwiseConfig
-
-    def __init__(self, config: LayerwiseConfig, student_dim: int, teacher_dim: int, layer_ids) -> None:
-        super().__init__(config, student_dim, teacher_dim, layer_ids)
-        if student_dim != teacher_dim:
-            raise ValueError(
-                f"layerwise objective: student width {student_dim} != teacher width {teacher_dim}; set "
-                "student.final_dim to the teacher's width or pick an objective with a projection"
-            )
+    same_width_reason = "L1 compares values dimension by dimension"
 
     def forward(self, student: list[Tensor], teacher: list[Tensor], frame_mask: Tensor) -> ObjectiveOutput:
         self.check_inputs(student, teacher, frame_mask)
