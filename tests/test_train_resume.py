@@ -37,6 +37,8 @@ def test_resume_after_kill_gives_the_same_losses(runs):
     assert not (root / "exp" / "killed" / "student-step6.ckpt").exists()
     again = cli("pretrain", "-c", str(path), "-n", "killed", cwd=root)
     assert again.returncode == 2 and "already holds checkpoints" in again.stderr
+    with (root / "exp" / "killed" / "log.jsonl").open("a") as log:
+        log.write('{"step": 5, "lo')  # a line the kill cut short
     resumed = cli("pretrain", "-n", "killed", "--resume", cwd=root)  # the saved config.yaml is the recipe
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     full, killed = _losses(root / "exp" / "full"), _losses(root / "exp" / "killed")
