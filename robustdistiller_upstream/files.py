@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+logger = logging.getLogger(__name__)
 
 
 _TEMP_SUFFIX = ".tmp"
@@ -42,3 +46,24 @@ def remove_stale_temporaries(root: str | Path) -> int:
     for path in stale:
         path.unlink()
     return len(stale)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log; a line a killed writer cut short is dropped (with a warning)."""
+    records = []
+    path = Path(path)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("%s: dropping an incomplete line", path)
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+def write_jsonl_atomic(path: str | Path, records: list[dict[str, Any]]) -> Path:
+    """Rewrites a JSON-lines log through :func:`atomic_output`."""
+    return write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in records))

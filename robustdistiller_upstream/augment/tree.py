@@ -37,7 +37,13 @@ from robustdistiller_upstream.audio import (
 )
 from robustdistiller_upstream.augment.contaminator import Contaminator
 from robustdistiller_upstream.errors import AudioError, ConfigError
-from robustdistiller_upstream.files import atomic_output, remove_stale_temporaries, write_text_atomic
+from robustdistiller_upstream.files import (
+    atomic_output,
+    read_jsonl,
+    remove_stale_temporaries,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,15 +203,7 @@ def contaminate_file(contaminator: Contaminator, job: AudioJob, dst: Path) -> di
 
 def read_manifest(path: Path) -> dict[str, dict[str, Any]]:
     """Rows by output path; a torn last line (killed mid-write) is dropped."""
-    rows = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-                rows[row["path"]] = row
-            except (ValueError, KeyError, TypeError):
-                log.warning("%s: dropping an incomplete line", path)
-    return rows
+    return {row["path"]: row for row in read_jsonl(path) if "path" in row}
 
 
 def _open_state(dst: Path, state: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -222,7 +220,7 @@ def _open_state(dst: Path, state: dict[str, Any]) -> dict[str, dict[str, Any]]:
     remove_stale_temporaries(dst)  # left by a killed run
     write_text_atomic(meta / STATE, json.dumps({**state, "complete": False}, indent=1) + "\n")
     rows = read_manifest(meta / MANIFEST)
-    write_text_atomic(meta / MANIFEST, "".join(json.dumps(r) + "\n" for r in rows.values()))
+    write_jsonl_atomic(meta / MANIFEST, list(rows.values()))
     return rows
 
 

@@ -32,7 +32,7 @@ from robustdistiller_upstream.checkpoint import atomic_torch_save, load_torch_fi
 from robustdistiller_upstream.config import save_config, to_dict
 from robustdistiller_upstream.enhance import EnhanceConfig, EnhancementHead, enhancement_loss
 from robustdistiller_upstream.errors import ConfigError, TrainingError
-from robustdistiller_upstream.files import remove_stale_temporaries
+from robustdistiller_upstream.files import read_jsonl, remove_stale_temporaries, write_jsonl_atomic
 from robustdistiller_upstream.objectives import DistillationObjective, build_objective
 from robustdistiller_upstream.prune.arch import arch_from_checkpoint_dict
 from robustdistiller_upstream.prune.checkpoint import save_pruned_checkpoint
@@ -294,9 +294,7 @@ class PruneRun:
         done = STAGES.index(self.stage), self.runner.step
         log = self.exp_dir / "log.jsonl"
         if log.exists():  # drop records written after the resume point
-            kept = [line for line in log.read_text().splitlines()
-                    if (STAGES.index(json.loads(line)["stage"]), json.loads(line)["step"]) <= done]
-            log.write_text("".join(line + "\n" for line in kept))
+            write_jsonl_atomic(log, [r for r in read_jsonl(log) if (STAGES.index(r["stage"]), r["step"]) <= done])
         logger.info("resumed %s at %s step %d", self.exp_dir, self.stage, self.runner.step)
 
     def _run_stage(self) -> None:

@@ -32,7 +32,7 @@ from robustdistiller_upstream.config import save_config, to_dict
 from robustdistiller_upstream.enhance import EnhancementHead
 from robustdistiller_upstream.enhance.metrics import enhancement_metrics
 from robustdistiller_upstream.errors import TrainingError
-from robustdistiller_upstream.files import remove_stale_temporaries, write_text_atomic
+from robustdistiller_upstream.files import read_jsonl, remove_stale_temporaries, write_jsonl_atomic
 from robustdistiller_upstream.model import StudentModel
 from robustdistiller_upstream.objectives import build_objective
 from robustdistiller_upstream.teacher import Teacher, align_frames, init_student_from_teacher
@@ -248,14 +248,7 @@ class Trainer:
         """Drops log lines of steps after ``step`` (written by the run that was killed after its checkpoint)."""
         log = self.exp_dir / "log.jsonl"
         if log.exists():
-            kept = []
-            for line in log.read_text().splitlines():
-                try:
-                    if json.loads(line)["step"] <= step:
-                        kept.append(line)
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    pass  # the line the killed run was writing
-            write_text_atomic(log, "".join(f"{line}\n" for line in kept))
+            write_jsonl_atomic(log, [r for r in read_jsonl(log) if r.get("step", step + 1) <= step])
 
     def save(self) -> Optional[Path]:
         """Writes ``student-step<N>.ckpt`` and ``resume-step<N>.pt`` (atomically), keeps the newest ``max_keep``."""
