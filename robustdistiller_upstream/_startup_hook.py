@@ -3,19 +3,23 @@
 Must stay cheap (no torch, no s3prl import here) and must never break Python start-up.
 """
 
+from __future__ import annotations
+
 import sys
-from importlib.abc import Loader, MetaPathFinder
-from importlib.machinery import ModuleSpec
-from types import ModuleType
-from typing import Optional, Sequence
+
+TYPE_CHECKING = False  # no typing/importlib.abc import at start-up (~10 ms); finders and loaders are duck-typed
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+    from typing import Optional, Sequence
 
 _HUB_MODULE = "s3prl.hub"
 
 
-class _RegisteringLoader(Loader):
+class _RegisteringLoader:
     """Wraps the real loader of ``s3prl.hub``; after the module has run, adds our hub functions."""
 
-    def __init__(self, inner: Loader) -> None:
+    def __init__(self, inner: object) -> None:
         self._inner = inner
 
     def create_module(self, spec: ModuleSpec) -> Optional[ModuleType]:
@@ -28,7 +32,7 @@ class _RegisteringLoader(Loader):
         register_quietly(module)
 
 
-class _S3prlHubFinder(MetaPathFinder):
+class _S3prlHubFinder:
     """Finds ``s3prl.hub`` through the other finders and wraps its loader."""
 
     def find_spec(
