@@ -1,11 +1,16 @@
 # Quick start (README): `make demo` and `make test`. Both build .venv from constraints.txt on first use.
+# The current stack (ESPnet's s3prl fork on current torch, README "Two stacks"): `make test-current` builds
+# .venv-current from constraints-current.txt: first the ESPnet environment a user already has, then ours beside it.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS := s3prl,augment,superb,report,dev
+EXTRAS := s3prl,augment,superb,report,dev,bench
+VENV_CURRENT := .venv-current
+PY_CURRENT := $(VENV_CURRENT)/bin/python
+EXTRAS_CURRENT := espnet,augment,superb,report,dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean-venv
+.PHONY: demo test install test-current install-current clean-venv
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt build_backend/robustdistiller_build.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,11 +21,23 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt build_backend/robus
 
 install: $(VENV)/.installed
 
+$(VENV_CURRENT)/.installed: setup.cfg pyproject.toml constraints-current.txt build_backend/robustdistiller_build.py
+	test -x $(PY_CURRENT) || $(PYTHON) -m venv $(VENV_CURRENT)
+	$(PY_CURRENT) -m pip install --quiet -c constraints-current.txt torch torchaudio torchcodec espnet-s3prl espnet
+	$(PY_CURRENT) -m pip install --quiet -c constraints-current.txt -e ".[$(EXTRAS_CURRENT)]"
+	touch $@
+
+install-current: $(VENV_CURRENT)/.installed
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/robustdistiller demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# what the current stack runs: everything but the tests marked stock_only (pytest.ini markers)
+test-current: $(VENV_CURRENT)/.installed
+	$(PY_CURRENT) -m pytest -m "not stock_only" $(PYTEST_ARGS)
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV_CURRENT)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from robustdistiller_upstream.errors import TeacherError
+from robustdistiller_upstream.s3prl_stack import import_s3prl_hub
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,7 @@ class TeacherConfig:
 
 
 def _hub_entry(name: str):
-    import s3prl.hub as hub
-
+    hub = import_s3prl_hub()
     entry = getattr(hub, name, None)
     if entry is None or not callable(entry):
         close = difflib.get_close_matches(name, [n for n in dir(hub) if not n.startswith("_")], n=5)

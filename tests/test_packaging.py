@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import s3prl
+
+from robustdistiller_upstream.s3prl_stack import FORK, s3prl_distributions
 
 REPO = Path(__file__).resolve().parents[1]
 S3PRL_DIR = Path(s3prl.__file__).parent
@@ -65,27 +71,87 @@ def test_explicit_register_into_a_hub_module():
     assert all(name in hub.options() for name in OUR_NAMES)
 
 
-@pytest.mark.parametrize("mode", ["regular", "editable"])
-def test_fresh_venv_install_registers_the_hub(tmp_path, mode):
-    """`pip install .` and `pip install -e .` in a new venv both install the hook (torch/s3prl borrowed from ours)."""
+def _fresh_venv(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A new venv that sees this environment's packages through a path line (no hooks, no reinstall of GBs) and a
+    clean copy of our source: (python, its site-packages, source). It has no pip or setuptools of its own (they
+    would shadow the borrowed ones): ``_pip`` drives this environment's pip into it."""
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)])
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
     site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip())
-    # Make the already-installed torch + s3prl importable without reinstalling GBs: a path line, no hooks.
     (site / "00-borrowed-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     source = tmp_path / "src"
     _run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(source)])
     _run(["cp", "-r", *[str(REPO / p) for p in ("robustdistiller_upstream", "build_backend", "setup.cfg", "pyproject.toml")], str(source)])
-    install = [str(python), "-m", "pip", "install", "--quiet", "--no-deps"]
+    return python, site, source
+
+
+def _pip(python: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "pip", "--python", str(python), *args]
+
+
+def _hub_names(python: Path, cwd: Path) -> tuple[str, str]:
+    """(our names in s3prl.hub, where robustdistiller_upstream was imported from), as that interpreter sees them."""
+    out = _run([str(python), "-c", "import s3prl.hub as h; import robustdistiller_upstream as r; "
+                "print(sorted(n for n in h.options() if n.startswith('robustdistiller'))); print(r.__file__)"], cwd=cwd)
+    names, location = out.strip().splitlines()[-2:]
+    return names, location
+
+
+@pytest.mark.parametrize("mode", ["regular", "editable"])
+def test_fresh_venv_install_registers_the_hub(tmp_path, mode):
+    """`pip install .` and `pip install -e .` in a new venv both install the hook (torch/s3prl borrowed from ours)."""
+    python, site, source = _fresh_venv(tmp_path)
+    install = _pip(python, "install", "--quiet", "--no-deps")
     _run(install + (["-e", str(source)] if mode == "editable" else [str(source)]), timeout=600)
     hook = site / "robustdistiller_upstream-s3prl-hook.pth"
     assert hook.is_file()
-    out = _run([str(python), "-c", "import s3prl.hub as h; import robustdistiller_upstream as r; "
-                "print(sorted(n for n in h.options() if n.startswith('robustdistiller'))); print(r.__file__)"],
-               cwd=tmp_path)
-    names, location = out.strip().splitlines()[-2:]
+    names, location = _hub_names(python, tmp_path)
     assert names == str(sorted(OUR_NAMES))
     assert location.startswith(str(source) if mode == "editable" else str(site))
-    _run([str(python), "-m", "pip", "uninstall", "--quiet", "--yes", "robustdistiller"])
+    _run(_pip(python, "uninstall", "--quiet", "--yes", "robustdistiller"))
     assert not hook.exists()
+
+
+def _changed_module_files(distribution: str) -> list[str]:
+    """The ``.py`` files of an installed distribution that are missing or differ from its RECORD hashes."""
+    changed = []
+    for entry in importlib.metadata.distribution(distribution).files or []:
+        if entry.hash is None or entry.suffix != ".py":
+            continue
+        path = Path(entry.locate())
+        digest = hashlib.new(entry.hash.mode, path.read_bytes()).digest() if path.is_file() else b""
+        if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != entry.hash.value:
+            changed.append(str(entry))
+    return changed
+
+
+def test_install_beside_the_existing_s3prl_keeps_it(tmp_path):
+    """Installing ours, with the extra of the stack the venv already has, pulls in no other s3prl distribution and
+    leaves the installed one's files as they were (DESIGN 7: both write the same module files)."""
+    (installed, version), = s3prl_distributions().items()  # exactly one of s3prl / espnet-s3prl
+    extra = "espnet" if installed == FORK else "s3prl"
+    python, site, source = _fresh_venv(tmp_path)
+    report = tmp_path / "plan.json"
+    _run(_pip(python, "install", "--quiet", "--dry-run", "--report", str(report), f"{source}[{extra}]"), timeout=600)
+    planned = {item["metadata"]["name"] for item in json.loads(report.read_text())["install"]}
+    assert planned == {"robustdistiller"}, f"pip would also install {sorted(planned - {'robustdistiller'})}"
+    _run(_pip(python, "install", "--quiet", f"{source}[{extra}]"), timeout=600)
+    assert not (site / "s3prl").exists() and not list(site.glob("*s3prl*.dist-info"))
+    assert _changed_module_files(installed) == []
+    out = _run([str(python), "-c", "from robustdistiller_upstream.s3prl_stack import describe_stack; "
+                "print(describe_stack())"], cwd=tmp_path)
+    assert out.startswith(f"{installed} {version};")
+    assert _hub_names(python, tmp_path)[0] == str(sorted(OUR_NAMES))
+
+
+def test_no_s3prl_names_what_to_install(tmp_path):
+    """Without any s3prl module, using the plugin says which stack to install instead of a bare import error."""
+    venv = tmp_path / "bare"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    result = subprocess.run([str(venv / "bin" / "python"), "-c", "import robustdistiller_upstream as r; r.register()"],
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("robustdistiller_upstream.s3prl_stack.S3prlStackError: no s3prl module is importable")
+    assert "robustdistiller[s3prl]" in message and "robustdistiller[espnet]" in message

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torchaudio
 
 from robustdistiller_upstream.synthetic import have_espeak
 
@@ -76,6 +77,7 @@ def exp_root(tmp_path_factory):
     return tmp_path_factory.mktemp("superb_exp")
 
 
+@pytest.mark.stock_only  # KS: s3prl's speech_commands dataset needs torchaudio.sox_effects
 def test_sweep_resumes_after_a_kill_skips_finished_work_and_reports(corpora, exp_root, tmp_path):
     data, conditions = corpora
     exp = exp_root
@@ -143,6 +145,7 @@ def test_sweep_resumes_after_a_kill_skips_finished_work_and_reports(corpora, exp
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.stock_only  # KS: s3prl's speech_commands dataset needs torchaudio.sox_effects
 def test_our_upstream_runs_through_the_same_sweep_and_reuses_condition_copies(corpora, exp_root, tmp_path):
     """A tiny robustdistiller_local checkpoint (random weights) through the stock runner; the report then compares
     both upstreams. Condition copies made by the sweep above are reused, not rebuilt."""
@@ -178,6 +181,24 @@ def test_our_upstream_runs_through_the_same_sweep_and_reuses_condition_copies(co
     _run([sys.executable, "-m", "robustdistiller_upstream.cli", "report", str(exp_root), "--out", str(out)], _env())
     table = (out / "results.md").read_text()
     assert "## tiny_rd" in table and "## fbank_no_cmvn" in table
+
+
+@pytest.mark.skipif(hasattr(torchaudio, "sox_effects"), reason="the stock stack runs every task (test above)")
+def test_current_stack_names_the_tasks_it_cannot_run_and_runs_the_rest(corpora, tmp_path):
+    """torchaudio >= 2.9: KS cannot run (its stock dataset imports torchaudio.sox_effects); the plan says so before
+    anything starts, and IC still trains and is evaluated under each condition."""
+    data, conditions = corpora
+    exp = tmp_path / "exp"
+    plan = _run(_sweep(data, exp, conditions, "KS,IC", "--dry-run"), _env())
+    ks_line = next(line for line in plan.splitlines() if line.startswith("KS "))
+    assert "CANNOT RUN" in ks_line and "speech_commands/dataset.py: torchaudio.sox_effects" in ks_line
+    assert "CANNOT RUN" not in next(line for line in plan.splitlines() if line.startswith("IC "))
+    result = subprocess.run(_sweep(data, exp, conditions, "KS,IC", "--only-conditions", "clean,white_snr5"),
+                            env=_env(), capture_output=True, text=True)
+    assert result.returncode == 1 and "KS cannot run" in result.stderr, result.stderr[-3000:]
+    rows = [json.loads(p.read_text()) for p in (exp / "fbank_no_cmvn").glob("*/*/result.json")]
+    assert sorted((r["task"], r["condition"]) for r in rows) == [("IC", "clean"), ("IC", "white_snr5")]
+    assert all(0 <= r["metrics"]["Acc"] <= 100 for r in rows)
 
 
 def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):

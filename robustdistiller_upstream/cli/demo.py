@@ -120,15 +120,17 @@ def _last_step(log: Path) -> int:
 
 def evaluate(checkpoints: dict[str, Path], held_out: list[Path], musan_eval: Path, cache: Path) -> list[dict]:
     """One row per condition: feature change and clean-target error of each student, and the teacher's own change."""
-    import s3prl.hub as hub
     import torch
 
     from robustdistiller_upstream.audio import read_audio
     from robustdistiller_upstream.augment.banks import build_banks
     from robustdistiller_upstream.augment.conditions import parse_condition
     from robustdistiller_upstream.augment.contaminator import Contaminator
+    from robustdistiller_upstream.s3prl_stack import import_s3prl_hub
     from robustdistiller_upstream.teacher import Teacher, TeacherConfig
     from robustdistiller_upstream.train.robustness import contaminate, score_student, teacher_error
+
+    hub = import_s3prl_hub()
 
     wavs = [torch.from_numpy(read_audio(path)[0]) for path in held_out]
     ids = [path.stem for path in held_out]

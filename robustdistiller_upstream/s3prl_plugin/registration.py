@@ -7,6 +7,8 @@ import warnings
 from types import ModuleType
 from typing import Callable, Optional
 
+from robustdistiller_upstream.s3prl_stack import import_s3prl_hub
+
 # Modules whose HUB_ENTRIES names are added to s3prl.hub.
 HUB_MODULES = ("robustdistiller_upstream.s3prl_plugin.hubconf", "robustdistiller_upstream.s3prl_plugin.dpwavlm")
 
@@ -22,13 +24,7 @@ def hub_entries() -> dict[str, Callable]:
 def register_into_s3prl_hub(hub: Optional[ModuleType] = None) -> None:
     """Adds every hub entry to ``hub`` (default: ``import s3prl.hub``). Idempotent."""
     if hub is None:
-        try:
-            import s3prl.hub as hub
-        except ImportError as exc:
-            raise ImportError(
-                f"robustdistiller needs an importable s3prl ({exc}); install the tested stack with "
-                "`pip install -c constraints.txt 'robustdistiller[s3prl]'`"
-            ) from exc
+        hub = import_s3prl_hub()
     for name, function in hub_entries().items():
         setattr(hub, name, function)
 

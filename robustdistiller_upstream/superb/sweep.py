@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 from robustdistiller_upstream.augment.conditions import load_conditions
 from robustdistiller_upstream.errors import ConfigError, UserError
+from robustdistiller_upstream.s3prl_stack import describe_stack, import_s3prl_hub, removed_torchaudio_calls
 from robustdistiller_upstream.superb.conditions import EvalCondition, build_condition
 from robustdistiller_upstream.superb.configs import config_dir, load_task_config
 from robustdistiller_upstream.superb.results import RESULT, parse_metrics
@@ -103,8 +104,7 @@ def _check_override_value(value: str, what: str) -> str:
 
 def _check_upstream(name: str) -> None:
     """The runner finds upstreams only as attributes of ``s3prl.hub`` (ours are added at its import)."""
-    from s3prl import hub
-
+    hub = import_s3prl_hub()
     if not callable(getattr(hub, name, None)) or name.startswith("_"):
         close = sorted(n for n in dir(hub) if not n.startswith("_") and name.split("_")[0] in n)[:10]
         raise ConfigError(f"--upstream {name!r} is not in s3prl.hub (similar: {close or 'none'})")
@@ -115,6 +115,10 @@ def _import_expert(downstream: str) -> None:
     line in the plan instead of a traceback in each run's log."""
     import importlib
 
+    removed = removed_torchaudio_calls(downstream)
+    if removed:
+        raise ConfigError(f"cannot run on this stack ({describe_stack()}): {'; '.join(removed)} (removed in "
+                          f"torchaudio 2.9); run it on the stock stack (constraints.txt, docs/superb.md)")
     try:
         importlib.import_module(f"s3prl.downstream.{downstream}.expert")
     except Exception as exc:  # ImportError, OSError (libsox), AttributeError (old catalyst on Python 3.11)
