@@ -8,7 +8,8 @@ utterance getting noise at an SNR then reverberation:
 - torch-audiomentations: ``AddBackgroundNoise`` + ``ApplyImpulseResponse`` (reads the files at each call);
 - per-utterance: for each utterance read a noise file and an RIR file from disk, resample, scale to the SNR,
   ``scipy.signal.convolve`` (the reference recipe's approach);
-- FFT floor: one bare batched ``torch.fft`` convolution of the batch with its RIRs.
+- FFT floor: one bare batched ``torch.fft`` convolution of the batch with its RIRs: three FFTs (batch, RIRs,
+  inverse) into buffers allocated once, so the allocator's page faults never count.
 
 Banks (made here, in a temporary folder): 40 noise files of 8-30 s (a quarter at 44.1 kHz) and 20 RIRs of
 0.2-0.9 s. Times: min and median of ``--repeats`` calls after one warm-up; every path draws its files and SNRs
@@ -134,31 +135,47 @@ def main() -> None:
             records = contaminator.plan(lengths.tolist())
             rirs = [rir_bank.get(rir_bank.index_of(r.rir), 0) for r in records]
             n_fft = fft_size(SAMPLES, max(len(r) for r in rirs))
+            rir_buffer = place_rirs(rirs, [0] * BATCH, n_fft, x.device)
+            spectra = torch.empty(BATCH, n_fft // 2 + 1, dtype=torch.complex64, device=x.device)
+            workspace = (torch.empty(BATCH, n_fft, device=x.device), torch.empty_like(spectra))
             rows.append((f"FFT floor ({device})", timings(
-                lambda: fft_convolve(x, place_rirs(rirs, [0] * BATCH, n_fft, x.device)), args.repeats, sync)))
+                lambda: fft_convolve(x, torch.fft.rfft(rir_buffer, out=spectra), n_fft, workspace),
+                args.repeats, sync)))
 
         rng = np.random.default_rng(0)
         rows.append(("per-utterance scipy (cpu)", timings(
             lambda: per_utterance_baseline(batch, noise_files, rir_files, rng), args.repeats, lambda: None)))
+        import torchaudio
+
         try:
             from torch_audiomentations import AddBackgroundNoise, ApplyImpulseResponse, Compose
         except ImportError:
             logging.warning("torch-audiomentations is not installed (pip install torch-audiomentations): skipped")
         else:
+            if not hasattr(torchaudio, "info"):
+                logging.warning("torch-audiomentations skipped: it reads files through torchaudio.info, which "
+                                "torchaudio %s no longer has (removed in 2.9)", torchaudio.__version__)
             augment = Compose([
                 AddBackgroundNoise(noise_files, min_snr_in_db=0, max_snr_in_db=20, p=1.0, output_type="dict"),
                 ApplyImpulseResponse(rir_files, p=1.0, output_type="dict"),
             ], output_type="dict")
-            rows.append(("torch-audiomentations (cpu)", timings(
-                lambda: augment(wav[:, None, :], sample_rate=RATE), args.repeats, lambda: None)))
+            for device in devices if hasattr(torchaudio, "info") else []:
+                x = wav[:, None, :].to(device)
+                sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+                # torchaudio < 2.9 reads files through the first backend it has: FFmpeg where its libraries are
+                # installed (~11 ms per file here), else sox (~0.1 ms); TORIO_USE_FFMPEG_VERSION=4 hides FFmpeg 5
+                backend = torchaudio.list_audio_backends()[0]
+                rows.append((f"torch-audiomentations ({device}, {backend})", timings(
+                    lambda: augment(x, sample_rate=RATE), args.repeats, sync)))
 
-    ours = dict(rows)["ours (cpu)"]
+    ours = {device: dict(rows)[f"ours ({device})"] for device in devices}
     print(f"batch {BATCH} x {SAMPLES} samples ({SAMPLES / RATE:.1f} s), noise at SNR + reverb; torch threads "
           f"{torch.get_num_threads()}; {args.repeats} repeats; banks built once in {bank_seconds:.2f} s")
-    print(f"{'path':30s} {'min s':>7s} {'median s':>9s} {'items/s':>8s} {'ours(cpu) speed-up (min/median)':>32s}")
+    print(f"{'path':36s} {'min s':>7s} {'median s':>9s} {'items/s':>8s}"
+          + "".join(f"{f'ours({d}) speed-up (min/median)':>33s}" for d in devices))
     for name, (best, median) in rows:
-        print(f"{name:30s} {best:7.3f} {median:9.3f} {BATCH / best:8.1f} "
-              f"{best / ours[0]:15.2f}x / {median / ours[1]:.2f}x")
+        print(f"{name:36s} {best:7.3f} {median:9.3f} {BATCH / best:8.1f}"
+              + "".join(f"{best / ours[d][0]:16.2f}x / {median / ours[d][1]:6.2f}x   " for d in devices))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 from robustdistiller_upstream import synthetic
 from robustdistiller_upstream.audio import write_audio_atomic
@@ -109,9 +110,12 @@ def test_segment_reads_from_disk_match_memory_and_tile(tmp_path):
     np.testing.assert_array_equal(on_disk.segment(0, 5000, 4000), in_memory.segment(0, 5000, 4000))
     tiled = on_disk.segment(0, 15000, 20000)
     full = in_memory.segment(0, 0, 16000)
-    assert tiled.shape == (20000,) and tiled.dtype == np.float32
+    assert tiled.shape == (20000,) and tiled.dtype == torch.float32
     np.testing.assert_array_equal(tiled[:1000], full[15000:])
     np.testing.assert_array_equal(tiled[1000:17000], full)
+    rows = torch.zeros(2, 20000)  # written in place, on any device
+    assert in_memory.segment(0, 15000, 20000, out=rows[1]).data_ptr() == rows[1].data_ptr()
+    assert torch.equal(rows[1], tiled) and not rows[0].any()
 
 
 def test_slr28_rir_bank_multichannel_resampled_and_simulated_rooms(tmp_path):

@@ -1,5 +1,7 @@
 """The contamination engine: exact SNR, FFT reverb, delay compensation, determinism, replay, curriculum."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -18,6 +20,7 @@ from robustdistiller_upstream.augment import (
     mean_power,
 )
 from robustdistiller_upstream.augment.ops import direct_path_delay, fft_convolve, fft_size, place_rirs
+from robustdistiller_upstream.augment.spectra import RirSpectra
 from robustdistiller_upstream.errors import AudioError
 
 LENGTHS = [48000, 31000, 40000, 17000]
@@ -60,7 +63,7 @@ def _unit_rir_bank(delay: int) -> RirBank:
 
 
 def _measured_snr(clean, noisy, lengths):
-    masked = clean * (torch.arange(clean.shape[1])[None] < lengths[:, None])
+    masked = clean * (torch.arange(clean.shape[1], device=clean.device)[None] < lengths[:, None])
     return 10 * torch.log10(mean_power(masked, lengths) / mean_power(noisy - masked, lengths))
 
 
@@ -106,7 +109,8 @@ def test_fft_convolution_equals_scipy_with_real_rirs(banks):
     rirs = [banks[1].get(i, 0) for i in range(len(banks[1]))]
     x = torch.randn(len(rirs), 20000, generator=torch.Generator().manual_seed(0))
     delays = [direct_path_delay(r) for r in rirs]
-    out = fft_convolve(x, place_rirs(rirs, delays, fft_size(20000, max(map(len, rirs))), x.device))
+    n_fft = fft_size(20000, max(map(len, rirs)))
+    out = fft_convolve(x, torch.fft.rfft(place_rirs(rirs, delays, n_fft, x.device)), n_fft)
     for i, (rir, d) in enumerate(zip(rirs, delays)):
         expected = scipy.signal.fftconvolve(x[i].double().numpy(), rir.double().numpy())[d : d + 20000]
         np.testing.assert_allclose(out[i].numpy(), expected, atol=1e-4)
@@ -180,3 +184,55 @@ def test_full_length_batch_leaves_the_input_untouched(speech, banks):
         assert torch.equal(wav, before) and not torch.equal(noisy, wav)
         if p_noise:
             assert (_measured_snr(wav, noisy, lengths) - 3).abs().max() < 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_and_keeps_the_snr(speech, banks):
+    wav, lengths = speech
+    config = ContaminationConfig(seed=5, p_clean=0, p_noise=0.5, p_reverb=0, p_noise_reverb=0.5)
+    cpu, records = Contaminator(config, *banks)(wav, lengths)
+    gpu, gpu_records = Contaminator(config, *banks)(wav.cuda(), lengths.cuda())
+    assert gpu.is_cuda
+    # the plan never depends on the device; the measured gains agree to float rounding (reductions differ)
+    assert [dataclasses.replace(r, noise_gain=None) for r in gpu_records] == [
+        dataclasses.replace(r, noise_gain=None) for r in records]
+    for on_gpu, on_cpu in zip(gpu_records, records):
+        assert (on_gpu.noise_gain is None) == (on_cpu.noise_gain is None)
+        if on_cpu.noise_gain is not None:
+            assert on_gpu.noise_gain == pytest.approx(on_cpu.noise_gain, rel=1e-5)
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
+    noise_only = ContaminationConfig(seed=5, p_clean=0, p_noise=1, p_reverb=0, p_noise_reverb=0)
+    noisy, records = Contaminator(noise_only, *banks)(wav.cuda(), lengths.cuda())
+    snr = _measured_snr(wav.cuda(), noisy, lengths.cuda()).cpu()
+    assert (snr - torch.tensor([r.snr_db for r in records])).abs().max() < 0.05
+
+
+def test_cached_rir_spectra_give_the_bytes_of_fresh_ones(speech, banks):
+    wav, lengths = speech
+    config = ContaminationConfig(seed=4, p_clean=0, p_noise=0, p_reverb=0.5, p_noise_reverb=0.5)
+    contaminator = Contaminator(config, *banks)
+    records = [contaminator.plan(LENGTHS) for _ in range(6)]
+    warm = [contaminator.apply(wav, lengths, r)[0] for r in records]
+    # same-width batches share one FFT size: one spectrum per RIR, however many batches drew it
+    assert len(contaminator.rir_spectra) == len({r.rir for batch in records for r in batch})
+    for batch, out in zip(records, warm):  # a fresh contaminator computes every spectrum anew
+        assert Contaminator(config, *banks).apply(wav, lengths, batch)[0].numpy().tobytes() == out.numpy().tobytes()
+
+
+def test_rir_spectra_cache_is_bounded_lru_and_exact(banks):
+    bank, cpu = banks[1], torch.device("cpu")
+    n_fft = fft_size(8000, bank.longest)
+    one = (n_fft // 2 + 1) * 8  # bytes of one complex64 spectrum
+    spectra = RirSpectra(bank, normalize=True, compensate_delay=True, max_bytes=2 * one)
+    first, delay = spectra.get(0, 0, n_fft, cpu)
+    rir = bank.get(0, 0) / bank.get(0, 0).norm()
+    assert delay == direct_path_delay(rir)
+    assert torch.equal(first, torch.fft.rfft(place_rirs([rir], [delay], n_fft, cpu)[0]))
+    second, _ = spectra.get(1, 0, n_fft, cpu)
+    assert spectra.get(0, 0, n_fft, cpu)[0] is first  # a hit, and now the most recently used
+    spectra.get(2, 0, n_fft, cpu)  # evicts RIR 1, the least recently used
+    assert len(spectra) == 2 and spectra.bytes == 2 * one
+    assert spectra.get(0, 0, n_fft, cpu)[0] is first
+    again, _ = spectra.get(1, 0, n_fft, cpu)  # computed anew: the same bytes
+    assert again is not second and torch.equal(again, second)
+    assert len(spectra) == 2 and spectra.bytes == 2 * one

@@ -15,6 +15,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -194,8 +195,10 @@ class _Bank:
 class NoiseBank(_Bank):
     """Mono noises at ``sample_rate``, in memory (under the memory cap) or read from disk by segment.
 
-    ``segment(i, offset, length)`` returns ``length`` samples of file ``i`` from ``offset`` (samples at the
-    bank's rate), tiled when the file is shorter than ``length``.
+    ``segment(i, offset, length, out)`` writes ``length`` samples of file ``i`` from ``offset`` (samples at the
+    bank's rate), tiled when the file is shorter than ``length``, into ``out`` on any device. An in-memory bank
+    keeps one copy of its audio on each device it is asked for (GPU memory: the bank's size, once), so
+    segments are copied there on the device, never sent from the host at each batch.
     """
 
     what = "noise"
@@ -206,11 +209,13 @@ class NoiseBank(_Bank):
         self.lengths = [int(e.frames * sample_rate // e.sample_rate) for e in self.entries]
         total_mb = 4 * sum(self.lengths) / 2**20
         self.in_memory = total_mb <= memory_cap_mb
-        self._audio: list[np.ndarray] = []
+        self._audio: list[torch.Tensor] = []
+        self._on_device: dict[torch.device, torch.Tensor] = {}  # device -> all files end to end
         if self.in_memory:
             loading = tqdm(self.entries, desc="loading noises", unit="file", disable=len(self.entries) < 500)
-            self._audio = [self._decode(e) for e in loading]
+            self._audio = [torch.from_numpy(self._decode(e)) for e in loading]
             self.lengths = [len(a) for a in self._audio]
+            self._starts = list(accumulate(self.lengths, initial=0))  # of each file in a device copy
         log.info(
             "noise bank: %d files, %.1f h, %s (%.0f MB); skipped %s",
             len(self), sum(self.lengths) / sample_rate / 3600,
@@ -234,12 +239,25 @@ class NoiseBank(_Bank):
             audio = audio.mean(axis=1)
         return resample(audio, rate, self.sample_rate)
 
-    def segment(self, index: int, offset: int, length: int, out: np.ndarray | None = None) -> np.ndarray:
+    def _in_memory(self, index: int, device: torch.device) -> torch.Tensor:
+        """Float32 ``(lengths[index],)``: in-memory file ``index`` on ``device`` (copied there once)."""
+        if device.type == "cpu":
+            return self._audio[index]
+        flat = self._on_device.get(device)
+        if flat is None:
+            flat = torch.empty(self._starts[-1], device=device)
+            for start, audio in zip(self._starts, self._audio):
+                flat[start : start + len(audio)].copy_(audio)
+            self._on_device[device] = flat
+        return flat[self._starts[index] : self._starts[index + 1]]
+
+    def segment(self, index: int, offset: int, length: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Float32 ``(length,)`` of file ``index`` from sample ``offset``, wrapping around (tiling) as needed;
-        written into ``out`` when given."""
+        written into ``out`` (on any device) when given, else a new CPU tensor."""
+        out = torch.empty(length) if out is None else out
         offset %= self.lengths[index]
         if self.in_memory:
-            audio = self._audio[index]
+            audio = self._in_memory(index, out.device)
         else:
             entry = self.entries[index]
             audio = None
@@ -248,20 +266,22 @@ class NoiseBank(_Bank):
                 start = int(offset * ratio)
                 piece = self._decode(entry, start, min(int(np.ceil(length * ratio)) + 64, entry.frames - start))
                 if len(piece) >= length:
-                    audio, offset = piece, 0
+                    audio, offset = torch.from_numpy(piece), 0
             if audio is None:
-                audio = self._decode(entry)
-        out = np.empty(length, np.float32) if out is None else out  # numpy: plain memcpy, no thread pool
+                audio = torch.from_numpy(self._decode(entry))
+        # on the host through numpy: a plain memcpy per piece, no thread-pool hand-off that stalls on a busy CPU
+        dst, src = (out.numpy(), audio.numpy()) if out.device.type == "cpu" else (out, audio)
         filled = 0
         while filled < length:
             take = min(length - filled, len(audio) - offset)
-            out[filled : filled + take] = audio[offset : offset + take]
+            dst[filled : filled + take] = src[offset : offset + take]
             filled, offset = filled + take, 0
         return out
 
 
 class RirBank(_Bank):
-    """RIRs at ``sample_rate``, each ``(channels, samples)``; ``names`` identify them in records.
+    """RIRs at ``sample_rate``, each ``(channels, samples)``; ``names`` identify them in records; ``longest``:
+    the longest one's samples.
 
     Kept in memory when the files fit ``memory_cap_mb`` (float32 at the bank rate), else read from disk at each
     use (RIR files are small). Simulated rooms are named ``sim:rt60=<s>:room=<W>x<D>x<H>:seed=<n>``.
@@ -276,6 +296,9 @@ class RirBank(_Bank):
             raise ValueError(f"{len(names)} names for {len(rirs)} RIRs")
         super().__init__(names, sample_rate, skipped)
         self.rirs = list(rirs)
+        # resample_poly gives ceil(frames * rate / file rate) samples
+        self.longest = max(-(-r.frames * sample_rate // r.sample_rate) if isinstance(r, IndexEntry) else r.shape[-1]
+                           for r in self.rirs)
         on_disk = sum(isinstance(r, IndexEntry) for r in self.rirs)
         log.info("RIR bank: %d RIRs (%d read at each use); skipped %s", len(self), on_disk, dict(skipped) or "none")
 

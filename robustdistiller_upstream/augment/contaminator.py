@@ -20,17 +20,14 @@ import torch
 from robustdistiller_upstream.augment.banks import NoiseBank, RirBank
 from robustdistiller_upstream.augment.config import ContaminationConfig
 from robustdistiller_upstream.augment.generators import COLORS, colored_noise
-from robustdistiller_upstream.augment.ops import (
-    direct_path_delay,
-    fft_convolve,
-    fft_size,
-    length_mask,
-    place_rirs,
-    snr_gain,
-)
+from robustdistiller_upstream.augment.ops import fft_convolve, fft_size, length_mask, snr_gain
+from robustdistiller_upstream.augment.spectra import RirSpectra
 from robustdistiller_upstream.errors import AudioError
 
 OPS = ("clean", "noise", "reverb", "noise+reverb")
+
+# Memory for cached RIR spectra (about 1 MB each for 16 s batches), per contaminator.
+RIR_SPECTRA_CACHE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,9 @@ class Contaminator:
 
     ``wav`` is ``(batch, samples)`` on any device, ``lengths`` ``(batch,)`` long valid samples. The output has
     the input's shape, dtype and device, zero padding. SNR is mean power over the valid samples (``ops``);
-    for ``noise+reverb`` the noise is mixed at the SNR first and the mixture is reverberated.
+    for ``noise+reverb`` the noise is mixed at the SNR first and the mixture is reverberated. RIR spectra are
+    cached in ``rir_spectra`` (``RIR_SPECTRA_CACHE_BYTES`` at most), noise segments copied from the noise
+    bank's copy on the batch's device.
     """
 
     def __init__(
@@ -91,12 +90,15 @@ class Contaminator:
         self.sample_rate = sample_rate
         self.noise_bank = noise_bank
         self.rir_bank = rir_bank
+        self.rir_spectra = None if rir_bank is None else RirSpectra(
+            rir_bank, config.normalize_rir, config.compensate_delay, RIR_SPECTRA_CACHE_BYTES)
         needs_noise = config.p_noise + config.p_noise_reverb > 0
         if needs_noise and config.p_file_noise > 0 and not noise_bank:
             raise AudioError("contamination draws file noises (p_file_noise > 0) but the noise bank is empty")
         if config.p_reverb + config.p_noise_reverb > 0 and not rir_bank:
             raise AudioError("contamination draws reverberation but the RIR bank is empty")
         self._stream = np.random.default_rng(config.seed)
+        self._buffers: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     def __call__(
         self,
@@ -166,35 +168,39 @@ class Contaminator:
         return TransformRecord(op=op, seed=seed, **fields)
 
     def _noise_batch(self, records: Sequence[TransformRecord], lengths: Sequence[int], samples: int,
-                     pin: bool) -> torch.Tensor:
-        """Float32 ``(len(records), samples)`` CPU noises, zero beyond each length."""
-        noise = torch.empty(len(records), samples, pin_memory=pin)
-        for row, record, length in zip(noise.numpy(), records, lengths):
+                     device: torch.device) -> torch.Tensor:
+        """Float32 ``(len(records), samples)`` noises on ``device``, zero beyond each length."""
+        noise = self._workspace("noise", (len(records), samples), torch.float32, device)
+        for row, record, length in zip(noise, records, lengths):
             if record.noise in COLORS:
                 generator = torch.Generator().manual_seed(record.noise_seed)
-                row[:length] = colored_noise((length,), record.noise, generator).numpy()
+                row[:length].copy_(colored_noise((length,), record.noise, generator))
             elif self.noise_bank is None:
                 raise AudioError(f"record names noise file {record.noise!r} but there is no noise bank")
             else:
                 bank = self.noise_bank
                 bank.segment(bank.index_of(record.noise), record.noise_offset or 0, length, out=row[:length])
-            row[length:] = 0.0
+            if length < samples:
+                row[length:] = 0.0
         return noise
 
-    def _rir(self, record: TransformRecord) -> torch.Tensor:
-        if self.rir_bank is None:
-            raise AudioError(f"record names RIR {record.rir!r} but there is no RIR bank")
-        rir = self.rir_bank.get(self.rir_bank.index_of(record.rir), record.rir_channel or 0)
-        if self.config.normalize_rir:
-            rir = rir / rir.norm().clamp(min=1e-12)
-        return rir
+    def _workspace(self, name: str, shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """A ``shape`` buffer kept between batches (contents undefined): fresh host tensors of tens of MB cost
+        page faults at every batch, a third of the time on CPU when the allocator hands them back to the system."""
+        numel = shape[0] * shape[1]
+        buffer = self._buffers.get((name, device))
+        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
+            buffer = self._buffers[(name, device)] = torch.empty(numel, dtype=dtype, device=device)
+        return buffer[:numel].view(shape)
 
     @torch.no_grad()
     def apply(
         self, wav: torch.Tensor, lengths: torch.Tensor, records: Sequence[TransformRecord]
     ) -> tuple[torch.Tensor, list[TransformRecord]]:
         """Applies ``records`` (one per row) to ``wav`` ``(batch, samples)``; returns the contaminated batch
-        and the records with ``noise_gain`` and ``rir_delay`` filled in. Deterministic given the records."""
+        and the records with ``noise_gain`` and ``rir_delay`` filled in. Deterministic given the records.
+
+        On CUDA the only host syncs are reading ``lengths`` and, at the end, the gains for the records."""
         if wav.dim() != 2 or len(records) != wav.shape[0] or lengths.shape != (wav.shape[0],):
             raise ValueError(f"wav {tuple(wav.shape)}, lengths {tuple(lengths.shape)}, {len(records)} records")
         batch, samples = wav.shape
@@ -202,46 +208,53 @@ class Contaminator:
             return wav.clone(), list(records)
         device = wav.device
         host_lengths = [min(int(n), samples) for n in lengths.tolist()]
+        noisy = [b for b, r in enumerate(records) if r.noise is not None]
+        reverberant = [b for b, r in enumerate(records) if r.rir is not None]
+        if reverberant and self.rir_spectra is None:
+            raise AudioError(f"record names RIR {records[reverberant[0]].rir!r} but there is no RIR bank")
+        # every host -> device copy before the first kernel, while the device is idle
         lengths = torch.tensor(host_lengths, device=device)
+        noise_rows, reverb_rows = torch.tensor(noisy, device=device), torch.tensor(reverberant, device=device)
+        snr = torch.tensor([records[b].snr_db for b in noisy], device=device)
+
         padded = min(host_lengths) < samples
         base = wav.float() * length_mask(lengths, samples) if padded else wav.float()
         owned = padded or wav.dtype != torch.float32  # else base is the caller's tensor: never write into it
         filled = list(records)
-
-        noisy = [b for b, r in enumerate(records) if r.noise is not None]
+        gains = None
         if noisy:
             everyone = len(noisy) == batch  # then whole-batch ops instead of gathers and scatters
-            rows = torch.tensor(noisy, device=device)
-            noise = self._noise_batch([records[b] for b in noisy], [host_lengths[b] for b in noisy], samples,
-                                      pin=device.type == "cuda").to(device, non_blocking=True)
-            snr = torch.tensor([records[b].snr_db for b in noisy], device=device)
-            gains = snr_gain(base if everyone else base[rows], noise, lengths[rows], snr)
+            noise = self._noise_batch([records[b] for b in noisy], [host_lengths[b] for b in noisy], samples, device)
+            gains = snr_gain(base if everyone else base[noise_rows], noise, lengths[noise_rows], snr)
             if everyone:
-                out = torch.addcmul(base, noise, gains[:, None])
+                out = base.addcmul_(noise, gains[:, None]) if owned else torch.addcmul(base, noise, gains[:, None])
             else:
                 out = base if owned else base.clone()
-                out.index_add_(0, rows, noise.mul_(gains[:, None]))
-            for b, gain in zip(noisy, gains.tolist()):
-                filled[b] = dataclasses.replace(filled[b], noise_gain=gain)
+                out.index_add_(0, noise_rows, noise.mul_(gains[:, None]))
         else:
             out = base if owned else base.clone()
 
-        reverberant = [b for b, r in enumerate(records) if r.rir is not None]
         if reverberant:
             everyone = len(reverberant) == batch
-            rirs = [self._rir(records[b]) for b in reverberant]
-            delays = [direct_path_delay(r) if self.config.compensate_delay else 0 for r in rirs]
-            valid = max(host_lengths[b] for b in reverberant)
-            n_fft = fft_size(valid, max(len(r) for r in rirs))
-            rows = torch.tensor(reverberant, device=device)
-            wet = fft_convolve(out[:, :valid] if everyone else out[rows, :valid],
-                               place_rirs(rirs, delays, n_fft, device))
+            bank = self.rir_bank
+            # n_fft from the batch width and the bank's longest RIR, not from this draw: batches of one width
+            # reuse the cached RIR spectra
+            n_fft = fft_size(samples, bank.longest)
+            spectra, delays = self.rir_spectra.batch(
+                [(bank.index_of(records[b].rir), records[b].rir_channel or 0) for b in reverberant], n_fft, device)
+            shape = (len(reverberant), n_fft)
+            workspace = (self._workspace("signal", shape, torch.float32, device),
+                         self._workspace("spectrum", (shape[0], n_fft // 2 + 1), torch.complex64, device))
+            wet = fft_convolve(out if everyone else out[reverb_rows], spectra, n_fft, workspace)
             if padded:
-                wet.mul_(length_mask(lengths[rows], valid))
+                wet.mul_(length_mask(lengths[reverb_rows], samples))
             if everyone:
-                out[:, :valid] = wet
+                out.copy_(wet)
             else:
-                out[rows, :valid] = wet
+                out[reverb_rows] = wet
             for b, delay in zip(reverberant, delays):
                 filled[b] = dataclasses.replace(filled[b], rir_delay=delay)
+        if gains is not None:
+            for b, gain in zip(noisy, gains.tolist()):
+                filled[b] = dataclasses.replace(filled[b], noise_gain=gain)
         return out.to(wav.dtype), filled
