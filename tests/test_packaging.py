@@ -7,6 +7,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -155,3 +156,11 @@ def test_no_s3prl_names_what_to_install(tmp_path):
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("robustdistiller_upstream.s3prl_stack.S3prlStackError: no s3prl module is importable")
     assert "robustdistiller[s3prl]" in message and "robustdistiller[espnet]" in message
+
+
+def test_our_code_calls_no_torchaudio():
+    """Audio I/O is soundfile's: nothing of ours may depend on what torchaudio 2.9 removed (issue 9). The one
+    import allowed asks torchaudio which APIs it still has (the SUPERB sweep's stack check)."""
+    importers = sorted(str(path.relative_to(REPO)) for path in (REPO / "robustdistiller_upstream").rglob("*.py")
+                       if re.search(r"^\s*(import|from) torchaudio\b", path.read_text(), re.MULTILINE))
+    assert importers == ["robustdistiller_upstream/s3prl_stack.py"]
