@@ -7,15 +7,20 @@ torchaudio < 2.9) and ESPnet's ``espnet-s3prl`` fork (current torch). We require
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import re
+import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator, Optional
 
 from robustdistiller_upstream.errors import UserError
 
 STOCK, FORK = "s3prl", "espnet-s3prl"
+# the Debian package that gives torchaudio < 2.9 a loadable sox extension (``sox_extension_error``)
+SOX_PACKAGE = "libsox-dev"
 INSTALL_HINT = (
     "install one stack: pip install 'robustdistiller[s3prl]' (stock s3prl 0.4.18, torch < 2.9; pins: "
     "constraints.txt) or pip install 'robustdistiller[espnet]' (ESPnet's espnet-s3prl fork, current torch; pins: "
@@ -64,6 +69,16 @@ def import_s3prl_hub() -> ModuleType:
     return hub
 
 
+def _expert_sources(downstream: str) -> Iterator[tuple[str, str]]:
+    """``(path from site-packages, text)`` of each ``.py`` file of s3prl's ``downstream/<downstream>/``."""
+    spec = importlib.util.find_spec(f"s3prl.downstream.{downstream}")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    for folder in spec.submodule_search_locations:
+        for source in sorted(Path(folder).rglob("*.py")):
+            yield str(source.relative_to(Path(folder).parents[2])), source.read_text(errors="replace")
+
+
 def removed_torchaudio_calls(downstream: str) -> list[str]:
     """``file: API`` for each call in s3prl's ``downstream/<downstream>/`` of a torchaudio API this torchaudio lacks.
 
@@ -71,14 +86,37 @@ def removed_torchaudio_calls(downstream: str) -> list[str]:
     """
     import torchaudio
 
-    spec = importlib.util.find_spec(f"s3prl.downstream.{downstream}")
-    if spec is None or not spec.submodule_search_locations:
-        return []
     calls = []
-    for folder in spec.submodule_search_locations:
-        for source in sorted(Path(folder).rglob("*.py")):
-            for match in sorted(set(_REMOVED_TORCHAUDIO.findall(source.read_text(errors="replace")))):
-                api = match or "sox_effects"
-                if not hasattr(torchaudio, api):
-                    calls.append(f"{source.relative_to(Path(folder).parents[2])}: torchaudio.{api}")
+    for source, text in _expert_sources(downstream):
+        for match in sorted(set(_REMOVED_TORCHAUDIO.findall(text))):
+            api = match or "sox_effects"
+            if not hasattr(torchaudio, api):
+                calls.append(f"{source}: torchaudio.{api}")
     return calls
+
+
+def sox_effects_users(downstream: str) -> list[str]:
+    """The files of s3prl's ``downstream/<downstream>/`` that read audio through ``torchaudio.sox_effects``
+    (KS, QbE and ASV in s3prl 0.4.18)."""
+    return [source for source, text in _expert_sources(downstream) if "sox_effects" in text]
+
+
+@functools.lru_cache(maxsize=None)
+def sox_extension_error() -> Optional[str]:
+    """Why torchaudio's sox extension does not load in this process (``None`` when it loads).
+
+    torchaudio < 2.9 loads it on first use: its ``libtorchaudio_sox.so`` needs the unversioned ``libsox.so``, which
+    on Debian only ``libsox-dev`` installs (``libsox3`` ships ``libsox.so.3`` alone), so without it the stock KS,
+    QbE and ASV datasets fail inside the runner, minutes into a run (DESIGN 5).
+    """
+    import torchaudio
+
+    if not hasattr(torchaudio, "sox_effects"):
+        return f"torchaudio {torchaudio.__version__} has no sox_effects"
+    try:
+        with warnings.catch_warnings():  # torchaudio 2.8 marks every sox API deprecated
+            warnings.simplefilter("ignore")
+            torchaudio.sox_effects.effect_names()
+    except Exception as exc:  # noqa: BLE001 - OSError (libsox.so missing or broken), RuntimeError (built without sox)
+        return f"{type(exc).__name__}: {exc}"
+    return None

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torchaudio
 
-from robustdistiller_upstream.synthetic import have_espeak
+from system_packages import needs_sox_extension, skip_without_espeak
 
 REPO = Path(__file__).resolve().parents[1]
 CONDITIONS = """\
@@ -59,8 +59,7 @@ def _summary(exp: Path) -> dict[tuple[str, str], str]:
 
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory):
-    if not have_espeak():
-        pytest.skip("espeak-ng is not installed: the KS/IC corpora are spoken by it")
+    skip_without_espeak()
     from superb_corpora import write_fluent_commands, write_speech_commands
 
     root = tmp_path_factory.mktemp("superb_data")
@@ -78,6 +77,7 @@ def exp_root(tmp_path_factory):
 
 
 @pytest.mark.stock_only  # KS: s3prl's speech_commands dataset needs torchaudio.sox_effects
+@needs_sox_extension
 def test_sweep_resumes_after_a_kill_skips_finished_work_and_reports(corpora, exp_root, tmp_path):
     data, conditions = corpora
     exp = exp_root
@@ -146,6 +146,7 @@ def test_sweep_resumes_after_a_kill_skips_finished_work_and_reports(corpora, exp
 
 
 @pytest.mark.stock_only  # KS: s3prl's speech_commands dataset needs torchaudio.sox_effects
+@needs_sox_extension
 def test_our_upstream_runs_through_the_same_sweep_and_reuses_condition_copies(corpora, exp_root, tmp_path):
     """A tiny robustdistiller_local checkpoint (random weights) through the stock runner; the report then compares
     both upstreams. Condition copies made by the sweep above are reused, not rebuilt."""

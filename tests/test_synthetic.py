@@ -5,8 +5,8 @@ import pytest
 
 from robustdistiller_upstream import synthetic
 from robustdistiller_upstream.audio import audio_info, read_audio
+from system_packages import needs_espeak
 
-needs_espeak = pytest.mark.skipif(not synthetic.have_espeak(), reason="espeak-ng is not installed")
 
 
 @needs_espeak

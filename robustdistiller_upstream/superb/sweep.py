@@ -28,7 +28,8 @@ from typing import Any, Optional
 
 from robustdistiller_upstream.augment.conditions import load_conditions
 from robustdistiller_upstream.errors import ConfigError, UserError
-from robustdistiller_upstream.s3prl_stack import describe_stack, import_s3prl_hub, removed_torchaudio_calls
+from robustdistiller_upstream.s3prl_stack import (SOX_PACKAGE, describe_stack, import_s3prl_hub, removed_torchaudio_calls,
+                                                  sox_effects_users, sox_extension_error)
 from robustdistiller_upstream.superb.conditions import EvalCondition, build_condition
 from robustdistiller_upstream.superb.configs import config_dir, load_task_config
 from robustdistiller_upstream.superb.results import RESULT, parse_metrics
@@ -119,6 +120,12 @@ def _import_expert(downstream: str) -> None:
     if removed:
         raise ConfigError(f"cannot run on this stack ({describe_stack()}): {'; '.join(removed)} (removed in "
                           f"torchaudio 2.9); run it on the stock stack (constraints.txt, docs/superb.md)")
+    sox_users = sox_effects_users(downstream)
+    if sox_users and (sox_error := sox_extension_error()):
+        raise ConfigError(f"cannot run on this machine: {sox_users[0]} reads audio through torchaudio.sox_effects, "
+                          f"whose sox extension does not load ({sox_error}); install Debian's {SOX_PACKAGE} "
+                          f"(apt-get install {SOX_PACKAGE}: torchaudio opens the unversioned libsox.so, which "
+                          f"libsox3 alone does not ship)")
     try:
         importlib.import_module(f"s3prl.downstream.{downstream}.expert")
     except Exception as exc:  # ImportError, OSError (libsox), AttributeError (old catalyst on Python 3.11)

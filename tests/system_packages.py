@@ -1,0 +1,34 @@
+"""The Debian packages that some tests need, and the skip that names the package to install where one is missing.
+
+``.ci/run`` installs all of them; the README's Development section says which tests each unlocks.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from robustdistiller_upstream.s3prl_stack import SOX_PACKAGE, sox_extension_error
+from robustdistiller_upstream.synthetic import have_espeak
+
+
+def _install(package: str, what: str) -> str:
+    return f"needs Debian's {package} (apt-get install {package}): {what}"
+
+
+ESPEAK = _install("espeak-ng", "the spoken corpora are made with it")
+SOX_PROGRAM = _install("sox", "the Kaldi wav.scp pipe entry runs the sox program")
+SOX_EXTENSION = _install(SOX_PACKAGE, "s3prl's KS, QbE and ASV datasets read audio through torchaudio's sox "
+                                      "extension, which opens the unversioned libsox.so")
+
+
+def skip_without_espeak() -> None:
+    """Skips the calling test or fixture where espeak-ng is missing."""
+    if not have_espeak():
+        pytest.skip(ESPEAK)
+
+
+needs_espeak = pytest.mark.skipif(not have_espeak(), reason=ESPEAK)
+needs_sox_program = pytest.mark.skipif(shutil.which("sox") is None, reason=SOX_PROGRAM)
+needs_sox_extension = pytest.mark.skipif(sox_extension_error() is not None, reason=SOX_EXTENSION)
