@@ -4,10 +4,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS := s3prl,augment,superb,report,dev,bench
+EXTRAS := s3prl,augment,superb,report,dev,bench,cluster,export
 VENV_CURRENT := .venv-current
 PY_CURRENT := $(VENV_CURRENT)/bin/python
-EXTRAS_CURRENT := espnet,augment,superb,report,dev
+EXTRAS_CURRENT := espnet,augment,superb,report,dev,cluster,export
 PYTEST_ARGS ?=
 
 .PHONY: demo test install test-current install-current clean-venv

@@ -4,6 +4,8 @@
 #   bash run_superb.sh --upstream robustdistiller_local --ckpt exp/rd_wavlm/student.ckpt \
 #        --tasks all --conditions downstream_configs/conditions.yaml --data-root /data/superb --gpus 0,1
 #   bash run_superb.sh --upstream fbank_no_cmvn --tasks KS,IC --data-root /data/superb --dry-run
+#   bash run_superb.sh ... --launcher slurm --slurm partition=gpu,gpus_per_node=1,time=1440 --max-parallel 24
+#        (every condition copy, training and evaluation a SLURM job; README "On a cluster")
 #
 # Per task: trains the downstream once on clean data (stock s3prl run_downstream.py -m train), then evaluates
 # its best checkpoint on every condition (-m evaluate on a contaminated copy of the test split made with

@@ -13,8 +13,13 @@ student: the RobustDistiller student (DESIGN 1). Reports seconds (min of ``--rep
 FLOPs utilisation (``torch.utils.flop_counter`` FLOPs / time / ``--peak-tflops``); with a reduced-precision
 teacher, the fidelity of its targets to fp32 ones on the same batch.
 
+``--profile`` adds where one of our steps' time goes (mean of ``--repeats`` steps: teacher forward, contamination,
+student forward, losses, enhancement head, backward, optimizer; CUDA events on CUDA) and the host-device
+synchronisations one step makes, by call site (``train.syncs.HostReads``: torch's sync debug mode on CUDA; on the
+CPU, the value reads in our code that would sync).
+
 Run: ``python bench/pretrain_step.py [--device cpu|cuda] [--batch 4] [--seconds 4] [--amp bf16]
-[--teacher-precision bf16] [--teacher base|tiny] [--threads N] [--repeats 3]``.
+[--teacher-precision bf16] [--teacher base|tiny] [--threads N] [--repeats 3] [--profile]``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from robustdistiller_upstream.teacher import Teacher, align_frames
 from robustdistiller_upstream.train.config import PretrainConfig
 from robustdistiller_upstream.train.data import Utterance, write_manifest
 from robustdistiller_upstream.train.runner import AMP_DTYPES, Trainer
+from robustdistiller_upstream.train.syncs import HostReads
 
 BASE_TEACHER = {"encoder_layers": 12, "encoder_embed_dim": 768, "encoder_ffn_embed_dim": 3072,
                 "encoder_attention_heads": 12, "conv_pos": 128, "conv_pos_groups": 16,
@@ -92,6 +98,84 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak_bytes = max(self._max, self._rss()) - self._start
+
+
+class StepProfile:
+    """Timestamps at the boundaries of one of our steps (module hooks, optimizer hooks, the last gradient
+    accumulated), CUDA events on CUDA, ``perf_counter`` on the CPU; ``phases()`` turns them into seconds."""
+
+    # (label, first mark, last mark); the marks a step sets, in order
+    PHASES = [("teacher forward", "teacher<", "teacher>"), ("contamination", "contaminate<", "contaminate>"),
+              ("student forward", "student<", "student>"), ("distillation loss", "objective<", "objective>"),
+              ("enhancement head", "head<", "head>"), ("enhancement loss", "head>", "task>"),
+              ("backward", "task>", "grads>"), ("clipping, guard", "grads>", "optimizer<"),
+              ("optimizer", "optimizer<", "optimizer>"), ("guard, zero_grad, schedule", "optimizer>", "end")]
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.cuda = trainer.device.type == "cuda"
+        self.marks: dict[str, object] = {}
+        self.totals: dict[str, float] = {}
+        self.steps = 0
+        task = trainer.task
+        for name, module in (("teacher", trainer.teacher), ("student", task.student), ("objective", task.objective),
+                             ("head", task.head), ("task", task)):
+            if module is not None:
+                module.register_forward_pre_hook(lambda *_, n=name: self.mark(n + "<"))
+                module.register_forward_hook(lambda *_, n=name: self.mark(n + ">"))
+        for p in task.parameters():  # the last one to fire ends the backward pass
+            p.register_post_accumulate_grad_hook(lambda _: self.mark("grads>"))
+        trainer.optimizer.register_step_pre_hook(lambda *_: self.mark("optimizer<"))
+        trainer.optimizer.register_step_post_hook(lambda *_: self.mark("optimizer>"))
+        if trainer.contaminator is not None:
+            trainer.contaminator = _Marked(trainer.contaminator, self, "contaminate")
+
+    def mark(self, name: str) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks[name] = event
+        else:
+            self.marks[name] = time.perf_counter()
+
+    def _seconds(self, start: str, end: str) -> float:
+        a, b = self.marks[start], self.marks[end]
+        return a.elapsed_time(b) / 1000 if self.cuda else b - a
+
+    def step(self, fn) -> None:
+        """Runs one step ``fn()`` and adds its phases to the totals."""
+        self.marks.clear()
+        self.mark("start")
+        fn()
+        self.mark("end")
+        if self.cuda:
+            torch.cuda.synchronize()
+        total = self._seconds("start", "end")
+        named = 0.0
+        for label, start, end in self.PHASES:
+            if start in self.marks and end in self.marks:
+                seconds = self._seconds(start, end)
+                self.totals[label] = self.totals.get(label, 0.0) + seconds
+                named += seconds
+        for label, seconds in (("other (copies, frame alignment)", total - named), ("step", total)):
+            self.totals[label] = self.totals.get(label, 0.0) + seconds
+        self.steps += 1
+
+    def phases(self) -> dict[str, float]:
+        """Mean seconds per step by phase (and ``step``: the whole step)."""
+        return {label: seconds / self.steps for label, seconds in self.totals.items()}
+
+
+class _Marked:
+    """A callable that marks its start and end in a ``StepProfile`` (the contaminator is no module)."""
+
+    def __init__(self, fn, profile: StepProfile, name: str) -> None:
+        self.fn, self.profile, self.name = fn, profile, name
+
+    def __call__(self, *args, **kwargs):
+        self.profile.mark(self.name + "<")
+        out = self.fn(*args, **kwargs)
+        self.profile.mark(self.name + ">")
+        return out
 
 
 def reference_step(trainer: Trainer, batch, noise_files, rir_files, rng) -> float:
@@ -188,6 +272,15 @@ def measure(args: argparse.Namespace) -> dict:
             result["device_name"] = torch.cuda.get_device_name(trainer.device)
         if args.only == "ours" and args.teacher_precision != "fp32":
             result.update(target_fidelity(trainer.teacher, batch, trainer.device))
+        if args.only == "ours" and args.profile:
+            profile = StepProfile(trainer)
+            for _ in range(args.repeats):
+                profile.step(step)
+            result["phases"] = profile.phases()
+            # host memory: the loader's batch, and the guard's copy of the last verdict (read a step late)
+            with HostReads(trainer.device, host=(batch.wav, batch.lengths, trainer.guard.verdict)) as reads:
+                step()
+            result["syncs"], result["host_reads"], result["torch_reads"] = reads.syncs, reads.host, reads.torch
         result["threads"] = torch.get_num_threads()
         return result
 
@@ -203,6 +296,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timed steps after the warm-up (min is reported)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: by name)")
+    parser.add_argument("--profile", action="store_true", help="where our step's time goes, and its host syncs")
     parser.add_argument("--only", choices=["ours", "reference"], help=argparse.SUPPRESS)  # one variant, JSON out
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -240,6 +334,23 @@ def main() -> None:
         rate = ours["flops"] / ours["seconds"]
         mfu = f"{rate / (peak * 1e12):.1%} of {peak:g} TFLOP/s" if peak else "unknown peak (--peak-tflops)"
         print(f"model FLOPs per step {ours['flops'] / 1e12:.2f} TFLOP; ours {rate / 1e12:.1f} TFLOP/s; MFU {mfu}")
+    if "phases" in ours:
+        print_profile(ours, args.device)
+
+
+def print_profile(ours: dict, device: str) -> None:
+    phases = dict(ours["phases"])
+    step = phases.pop("step")
+    print(f"where one of our steps goes (mean of the profiled steps, {step:.3f} s each):")
+    for label, seconds in phases.items():
+        print(f"  {label:<32} {seconds:>8.3f} s {seconds / step:>6.1%}")
+    syncs = sum(ours["syncs"].values())
+    how = "torch sync debug mode" if device.startswith("cuda") else "value reads in our code that sync on CUDA"
+    print(f"host-device synchronisations per step: {syncs} ({how})")
+    for label, counts in (("sync", ours["syncs"]), ("host read, no sync", ours["host_reads"]),
+                          ("read inside torch (CPU: host tensors)", ours["torch_reads"])):
+        for site, n in sorted(counts.items(), key=lambda item: -item[1]):
+            print(f"  {n:>4} {label}: {site}")
 
 
 if __name__ == "__main__":

@@ -29,13 +29,17 @@ class TeacherConfig:
     """``name``: an s3prl hub entry (``wavlm_base_plus``, ``hubert_local``, ``baseline_local``...); ``ckpt``: the
     checkpoint path or URL of ``*_local``/``*_url`` entries; ``model_config``: the YAML of config-built entries
     (``baseline_local``). ``precision``: dtype of the teacher's autocast (fp32 = off). ``max_frame_diff``: frames
-    the teacher may differ from the student by (both are cut to the shorter; more is an error)."""
+    the teacher may differ from the student by (both are cut to the shorter; more is an error). ``dropout``: the
+    pretraining loop puts the teacher in train mode, so its dropout is active while it computes the targets (the
+    reference: s3prl's pretrain runner calls ``.train()`` on the whole expert, teacher included, and only sets the
+    teacher's layer drop to 0); false: eval mode, deterministic targets. Layer drop is 0 either way."""
 
     name: str = "wavlm_base_plus"
     ckpt: Optional[str] = None
     model_config: Optional[str] = None
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     max_frame_diff: int = 2
+    dropout: bool = False
 
 
 def _hub_entry(name: str):
@@ -72,6 +76,7 @@ class Teacher(nn.Module):
     """A frozen s3prl upstream that returns the hidden states ``layers`` for a padded batch.
 
     ``forward(wav (batch, samples), wav_lengths (batch,)) -> list of (batch, frames, dim)``, one per layer, no grad.
+    Built in eval mode; ``train()`` turns its dropout on (never its layer drop, never gradients).
     """
 
     def __init__(self, config: TeacherConfig, layers: Sequence[int], upstream: Optional[nn.Module] = None) -> None:
@@ -83,6 +88,9 @@ class Teacher(nn.Module):
         self.upstream.requires_grad_(False)
         if hasattr(self.upstream, "set_layer_drop"):
             self.upstream.set_layer_drop(0.0)
+        encoder = getattr(getattr(self.upstream, "model", None), "encoder", None)
+        if hasattr(encoder, "layerdrop"):  # what the reference sets, for experts without set_layer_drop
+            encoder.layerdrop = 0.0
         self.downsample_rate = int(self.upstream.get_downsample_rates("hidden_states"))
         self.num_hidden_states, self.dim = self._probe()
         bad = [layer for layer in self.layers if not 0 <= layer < self.num_hidden_states]
@@ -91,10 +99,6 @@ class Teacher(nn.Module):
                 f"student.pred_layer_id: layer(s) {bad} do not exist in teacher {config.name}, which has "
                 f"{self.num_hidden_states} hidden states (indices 0..{self.num_hidden_states - 1})"
             )
-
-    def train(self, mode: bool = True) -> "Teacher":
-        # frozen: eval mode (dropout and layer drop off) whatever the caller asks
-        return super().train(False)
 
     @torch.no_grad()
     def _probe(self) -> tuple[int, int]:
@@ -131,8 +135,9 @@ def align_frames(student_frames: int, teacher: list[Tensor], max_diff: int, teac
     return frames, [t[:, :frames] for t in teacher]
 
 
-# Student parameter prefixes copied from the teacher besides the transformer layers
-_FRONT_END = ("feature_extractor.", "post_extract_proj.", "encoder.pos_conv.", "encoder.layer_norm.")
+# Student parameter prefixes copied from the teacher besides the transformer layers: the reference's
+# (RobustDistiller and s3prl's DistilHuBERT pretrain_expert.py); encoder.layer_norm keeps its fresh init there
+_FRONT_END = ("feature_extractor.", "post_extract_proj.", "encoder.pos_conv.")
 # WavLM parameters the student does not have (gated relative-position attention): never copied
 _WAVLM_ONLY = ("relative_attention_bias", "grep_linear", "grep_a")
 
@@ -149,8 +154,9 @@ def teacher_module(upstream: nn.Module) -> nn.Module:
 
 
 def init_student_from_teacher(student: nn.Module, upstream: nn.Module) -> list[str]:
-    """Copies the CNN, projection, positional convolution and encoder layer norm, and transformer layer ``i`` from
-    teacher layer ``i`` (DESIGN 1; s3prl's DistilHuBERT names equal the teacher's). Returns the copied student keys.
+    """Copies the CNN, projection and positional convolution, and transformer layer ``i`` from teacher layer ``i``
+    (the reference's set: ``encoder.layer_norm`` keeps its fresh init; s3prl's DistilHuBERT names equal the
+    teacher's). Returns the copied student keys.
 
     WavLM's relative-position and gating parameters have no student counterpart and are left out. A missing or
     mis-shaped parameter is an error naming it.

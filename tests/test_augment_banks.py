@@ -135,3 +135,26 @@ def test_slr28_rir_bank_multichannel_resampled_and_simulated_rooms(tmp_path):
     np.testing.assert_array_equal(on_disk.get(real, 1).numpy(), bank.get(real, 1).numpy())
     with pytest.raises(AudioError, match="no RIR source"):
         RirBank.from_config(BankConfig())
+
+
+def test_reference_pools_keep_low_rate_and_short_noises_upsampled(tmp_path):
+    """skip_low_rate=false, min_noise_seconds=0 (the paper recipes): the reference's pool, every listed noise,
+    below-16 kHz files upsampled; unusable files are still skipped."""
+    noise_dir = tmp_path / "noises"
+    bad = _bad_files(noise_dir)
+    bank = NoiseBank.from_config(_config(tmp_path, noise_dir, skip_low_rate=False, min_noise_seconds=0.0))
+    assert sorted(bank.names) == sorted([str(bad["wrong-rate"]), str(bad["too-short"])])
+    assert dict(bank.skipped) == {"unreadable": 1, "empty": 1, "silent": 1, "nan": 1}
+    assert bank.lengths[bank.index_of(str(bad["wrong-rate"]))] == 16000  # 1 s at 8 kHz, upsampled
+    # the verdicts depend on the switch: the default bank on the same cache skips them again
+    assert len(NoiseBank.from_config(_config(tmp_path, noise_dir, min_noise_seconds=0.0))) == 1
+
+
+def test_slr28_every_wav_like_the_reference_glob(tmp_path):
+    synthetic.write_slr28_rirs(tmp_path, n_files=2, n_multichannel=1)
+    every = [p for p in tmp_path.rglob("*.wav")]
+    config = BankConfig(rirs=[RirSourceConfig(kind="slr28", path=str(tmp_path), rirs_only=False)],
+                        cache_dir=str(tmp_path / "cache"))
+    bank = RirBank.from_config(config)
+    assert sorted(bank.names) == sorted(map(str, every))
+    assert any("_noise_" in name.rsplit("/", 1)[-1] for name in bank.names)  # what rirs_only leaves out

@@ -1,6 +1,7 @@
 """The contamination engine: exact SNR, FFT reverb, delay compensation, determinism, replay, curriculum."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,9 @@ from robustdistiller_upstream.augment import (
 )
 from robustdistiller_upstream.augment.ops import direct_path_delay, fft_convolve, fft_size, place_rirs
 from robustdistiller_upstream.augment.spectra import RirSpectra
+from robustdistiller_upstream.config import load_config
 from robustdistiller_upstream.errors import AudioError
+from robustdistiller_upstream.train.config import PretrainConfig
 
 LENGTHS = [48000, 31000, 40000, 17000]
 
@@ -147,15 +150,48 @@ def test_training_stream_is_seeded_and_ops_are_balanced(banks):
     assert 0.55 < file_share < 0.85  # p_file_noise = 0.7
 
 
-def test_curriculum_ramps_snr_floor_and_reverb():
-    config = ContaminationConfig(curriculum="inc_steps_noises", curriculum_steps=1000, snr_min=0, snr_max=20,
+def _reference_curriculum(step: int, n: int, low: float = 0, high: float = 20) -> tuple[float, list[float]]:
+    """The reference's RobustEnvironment (robustness.py) with inc_steps_noises = n at step ``step``: the lowest SNR
+    ``round(linspace(high, low, n))[idx]`` and the op probabilities (clean, noise, reverb, noise+reverb) of
+    drawing each op at 1/4 and reverberating with probability ``linspace(0, 1, n)[idx]``."""
+    idx = step if step < n else -1
+    floor = float(torch.round(torch.linspace(high, low, n))[idx])
+    p = float(torch.linspace(0, 1, n)[idx])
+    return floor, [0.25 + 0.25 * (1 - p), 0.25 + 0.25 * (1 - p), 0.25 * p, 0.25 * p]
+
+
+@pytest.mark.parametrize("step", [0, 500, 1000])
+def test_curriculum_follows_the_reference_formulas(step):
+    n = 1000
+    config = ContaminationConfig(curriculum="inc_steps_noises", curriculum_steps=n, snr_min=0, snr_max=20,
                                  p_file_noise=0.0)
     contaminator = Contaminator(config, None, _unit_rir_bank(0))
-    start = contaminator.plan([1000] * 200, step=0)
-    assert {r.op for r in start} <= {"clean", "noise"} and {r.snr_db for r in start} - {None} == {20.0}
-    assert contaminator.snr_range(500) == (10.0, 20.0)
-    end = contaminator.plan([1000] * 200, step=5000)
-    assert "reverb" in {r.op for r in end} and min(r.snr_db for r in end if r.snr_db is not None) < 5
+    floor, probs = _reference_curriculum(step, n)
+    assert contaminator.snr_range(step) == (floor, 20)
+    np.testing.assert_allclose(contaminator.op_probabilities(step), probs, rtol=0, atol=1e-12)
+    plan = contaminator.plan([1000] * 4000, step=step)
+    counts = np.array([sum(r.op == op for r in plan) for op in ("clean", "noise", "reverb", "noise+reverb")])
+    assert np.abs(counts / len(plan) - probs).max() < 0.03
+    snrs = {r.snr_db for r in plan if r.snr_db is not None}
+    assert snrs <= set(map(float, range(int(floor), 21))) and min(snrs) == floor
+
+
+def test_paper_recipe_reverb_is_the_raw_rir_without_delay_compensation(speech):
+    """rd_wavlm.yaml: an impulse at sample 100 delays the input by 100 samples and keeps its scale (the reference
+    convolves with the raw RIR and keeps the first len(x) samples)."""
+    recipe = load_config(PretrainConfig, Path(__file__).resolve().parents[1] / "pretrain" / "rd_wavlm.yaml")
+    config = dataclasses.replace(recipe.denoising.contamination, p_clean=0, p_noise=0, p_reverb=1, p_noise_reverb=0)
+    wav, lengths = speech
+    masked = wav * (torch.arange(wav.shape[1])[None] < lengths[:, None])
+    for scale in (1.0, 0.25):
+        rir = torch.zeros(1, 400)
+        rir[0, 100] = scale
+        bank = RirBank([f"impulse*{scale}@100"], [rir], 16000, skipped={})
+        out, records = Contaminator(config, None, bank)(wav, lengths)
+        assert {r.rir_delay for r in records} == {0}
+        for i, n in enumerate(LENGTHS):
+            torch.testing.assert_close(out[i, 100:n], scale * masked[i, : n - 100], atol=1e-6, rtol=0)
+            assert out[i, :100].abs().max() < 1e-6
 
 
 def test_missing_banks_fail_at_start_up():

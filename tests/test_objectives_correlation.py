@@ -181,3 +181,42 @@ def test_statistics_stay_fp32_under_autocast():
         autocast = objective(student, teacher, mask)
     assert autocast.loss.dtype == torch.float32
     assert float(autocast.loss) == pytest.approx(float(reference.loss), rel=1e-6)
+
+
+AUTHORS = {"correlate_over": "batch", "pool_frames": 150, "diag_scale": 10.0, "off_diag_scale": 100.0,
+           "self_scale": 50000.0, "off_diagonal_weight": 5e-5, "self_weight": 5e-6, "cos_weight": 1.0,
+           "cos_over": "segments"}
+
+
+def _authors_loss(pred: torch.Tensor, target: torch.Tensor, lam: float, lam_sc: float) -> torch.Tensor:
+    """FabianRitter/speech-ssl-merging ``BarlowTwinsLoss_old`` (4-D path, self_correlation on) plus the cosine
+    term of their ``compute_loss``, written out on pooled (batch, layers, segments, dim) tensors: each
+    (layer, segment) standardised over the batch, terms divided by 10 / 100 / 50000, means over (layer, segment)."""
+    z1 = (pred - pred.mean(0, keepdim=True)) / (pred.std(0, keepdim=True) + 1e-5)
+    z2 = (target - target.mean(0, keepdim=True)) / (target.std(0, keepdim=True) + 1e-5)
+    n = pred.shape[0] - 1
+    cross = (z1.unsqueeze(-1) * z2.unsqueeze(-2)).sum(0) / n  # (layers, segments, dim, dim)
+    self_c = (z1.unsqueeze(-1) * z1.unsqueeze(-2)).sum(0) / n
+    eye = torch.eye(pred.shape[-1], dtype=torch.bool)
+    on = (torch.diagonal(cross, dim1=-2, dim2=-1) - 1).pow(2).sum(-1) / 10
+    off = cross.masked_fill(eye, 0).pow(2).sum((-2, -1)) / 100
+    self_off = self_c.masked_fill(eye, 0).pow(2).sum((-2, -1)) / 50000
+    cos = -F.logsigmoid(F.cosine_similarity(pred, target, dim=-1))
+    return (on + lam * off + lam_sc * self_off).mean() + cos.mean()
+
+
+def test_authors_constants_reproduce_their_loss():
+    """With every utterance 150 frames long, pooling to 150 segments is the identity on both sides."""
+    student = _features(batch=5, frames=150, seed=3)
+    teacher = [s + torch.randn_like(s) for s in student]
+    objective = build_objective("correlation", AUTHORS, DIM, DIM, LAYERS)
+    out = objective(student, teacher, torch.ones(5, 150, dtype=torch.bool))
+    expected = _authors_loss(torch.stack(student, 1), torch.stack(teacher, 1), 5e-5, 5e-6)
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+    total = out.terms["on_diag"] + 5e-5 * out.terms["off_diag"] + 5e-6 * out.terms["self_corr"] + out.terms["cos"]
+    torch.testing.assert_close(out.loss, total, rtol=1e-5, atol=1e-6)
+
+
+def test_segment_cosine_needs_batch_mode():
+    with pytest.raises(ConfigError, match="cos_over"):
+        _objective(correlate_over="frames", cos_over="segments")

@@ -218,3 +218,27 @@ def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
     runs = json.loads((exp / "fbank_no_cmvn" / "summary.json").read_text())["runs"]
     assert "run.log" in runs[0]["reason"]
     assert (exp / "fbank_no_cmvn" / "SID" / "train" / "run.log").stat().st_size > 0
+
+
+@pytest.mark.stock_only  # KS: s3prl's speech_commands dataset needs torchaudio.sox_effects
+def test_onnx_upstream_runs_through_the_sweep(corpora, exp_root, tmp_path):
+    """An int8 ONNX export of a tiny student, as ``robustdistiller_onnx_local``, through run_superb.sh and the stock
+    runner: KS trained and evaluated clean and under noise, as the PyTorch upstream is (issue 18)."""
+    from pretrain_helpers import TINY_STUDENT
+
+    from robustdistiller_upstream.checkpoint import save_student_checkpoint
+    from robustdistiller_upstream.export.onnx import export_onnx
+    from robustdistiller_upstream.export.source import load_export_source
+    from robustdistiller_upstream.model import StudentConfig, StudentModel
+
+    data, conditions = corpora
+    config = StudentConfig(**{**TINY_STUDENT, "extractor_conv_layers": [tuple(c) for c in
+                                                                        TINY_STUDENT["extractor_conv_layers"]]})
+    ckpt = save_student_checkpoint(tmp_path / "student.ckpt", StudentModel(config))
+    onnx_path = export_onnx(load_export_source(ckpt), tmp_path / "tiny_onnx" / "model.int8.onnx", int8="dynamic").path
+    _run(_sweep(data, exp_root, conditions, "KS", "--ckpt", str(onnx_path), "--only-conditions", "clean,white_snr5",
+                upstream="robustdistiller_onnx_local"), _env())
+    rows = [json.loads(p.read_text()) for p in (exp_root / "tiny_onnx" / "KS").glob("*/result.json")]
+    assert sorted(r["condition"] for r in rows) == ["clean", "white_snr5"]
+    assert {r["upstream"] for r in rows} == {"robustdistiller_onnx_local"} and rows[0]["ckpt"] == str(onnx_path)
+    assert all(0 <= r["metrics"]["Acc"] <= 100 for r in rows)

@@ -30,8 +30,7 @@ def test_selected_layers_are_s3prl_hidden_states(ckpts, name):
     teacher = Teacher(TeacherConfig(name=name, ckpt=str(ckpts[name])), [2, 0])
     assert teacher.num_hidden_states == 3 and teacher.dim == 64 and teacher.downsample_rate == 320
     assert not any(p.requires_grad for p in teacher.parameters())
-    teacher.train()
-    assert not teacher.upstream.training  # frozen in eval whatever the caller asks
+    assert not teacher.upstream.training  # built in eval mode
     wav = torch.randn(2, 16000)
     lengths = torch.tensor([16000, 11000])
     states = teacher(wav, lengths)
@@ -41,6 +40,22 @@ def test_selected_layers_are_s3prl_hidden_states(ckpts, name):
     assert [s.shape for s in states] == [(2, 49, 64)] * 2
     torch.testing.assert_close(states[0], expected[2])
     torch.testing.assert_close(states[1], expected[0])
+
+
+@pytest.mark.parametrize("name", ["wavlm_local", "hubert_local"])
+def test_dropout_switch_makes_targets_random_or_deterministic(ckpts, name):
+    """teacher.dropout: the reference's train-mode teacher draws dropout masks (two calls differ); eval mode does
+    not; layer drop stays 0 and gradients stay off in both."""
+    teacher = Teacher(TeacherConfig(name=name, ckpt=str(ckpts[name])), [1, 2])
+    wav, lengths = torch.randn(2, 16000), torch.tensor([16000, 12000])
+    teacher.train(True)
+    assert teacher.upstream.model.encoder.layerdrop == 0.0
+    first, second = teacher(wav, lengths), teacher(wav, lengths)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert (first[1] - second[1]).abs().max() > 1e-3
+    teacher.train(False)
+    first, second = teacher(wav, lengths), teacher(wav, lengths)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
 def test_student_init_copies_front_end_and_layers(ckpts):
@@ -58,6 +73,34 @@ def test_student_init_copies_front_end_and_layers(ckpts):
     with torch.no_grad():
         expected = teacher.upstream.model.feature_extractor(wav).transpose(1, 2)
         torch.testing.assert_close(student(wav, torch.tensor([16000])).features, expected, atol=1e-5, rtol=1e-4)
+
+
+def reference_init_keys(teacher_model: torch.nn.Module, n_layers: int) -> set[str]:
+    """The student keys the reference's ``DistillerForPretrain.__init__`` loads (RobustDistiller
+    ``pretrain/robust_distiller/pretrain_expert.py``): CNN, ``post_extract_proj``, ``encoder.pos_conv`` and the
+    state dict of each ``encoder.layers[l]`` less WavLM's relative-position bias (layer 0) and gating."""
+    keys = {f"{name}.{key}" for name in ("feature_extractor", "post_extract_proj")
+            if getattr(teacher_model, name) is not None for key in getattr(teacher_model, name).state_dict()}
+    keys |= {f"encoder.pos_conv.{key}" for key in teacher_model.encoder.pos_conv.state_dict()}
+    wavlm_only = {"self_attn.relative_attention_bias.weight", "self_attn.grep_a", "self_attn.grep_linear.weight",
+                  "self_attn.grep_linear.bias"}
+    for layer in range(n_layers):
+        keys |= {f"encoder.layers.{layer}.{key}" for key in teacher_model.encoder.layers[layer].state_dict()
+                 if key not in wavlm_only}
+    return keys
+
+
+@pytest.mark.parametrize("name", ["wavlm_local", "hubert_local"])
+def test_student_init_copies_exactly_the_reference_key_set(ckpts, name):
+    teacher = Teacher(TeacherConfig(name=name, ckpt=str(ckpts[name])), [1, 2])
+    student = _student()
+    fresh = {key: value.clone() for key, value in student.state_dict().items()}
+    copied = init_student_from_teacher(student, teacher.upstream)
+    assert set(copied) == reference_init_keys(teacher.upstream.model, 2)
+    for key, value in student.state_dict().items():
+        if key not in copied:  # encoder.layer_norm among them: fresh init, as in the reference
+            assert torch.equal(value, fresh[key]), key
+    assert {"encoder.layer_norm.weight", "encoder.layer_norm.bias"} <= set(fresh) - set(copied)
 
 
 def test_student_init_refuses_mismatched_sizes(ckpts):

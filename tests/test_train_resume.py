@@ -1,4 +1,5 @@
-"""CLI pretraining: resume after a real kill continues bit-exactly (CPU); checkpoints load through s3prl's hub."""
+"""CLI pretraining: resume after a real kill continues bit-exactly (CPU; the paper recipes' train-mode teacher
+draws dropout masks too); checkpoints load through s3prl's hub."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def _losses(exp) -> dict[int, float]:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     world = make_world(root)
-    path = write_recipe(root / "tiny.yaml", recipe(world, robust=True, run={"total_steps": 6, "save_every": 2, "max_keep": 2}))
+    path = write_recipe(root / "tiny.yaml", recipe(world, robust=True, teacher={"dropout": True},
+                                                     run={"total_steps": 6, "save_every": 2, "max_keep": 2}))
     full = cli("pretrain", "-c", str(path), "-n", "full", cwd=root)
     assert full.returncode == 0, full.stderr[-3000:]
     return root, path

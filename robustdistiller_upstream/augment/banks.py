@@ -2,7 +2,8 @@
 
 Every file is checked once (header, then a full decode for NaN/silence) and the verdict is cached in
 ``<cache_dir>/<source hash>.json`` keyed by path, size and mtime. Bad files (``unreadable``, ``empty``,
-``silent``, ``nan``, ``wrong-rate`` (below the bank's rate), ``too-short``) are skipped with one warning each and
+``silent``, ``nan``, ``wrong-rate`` (below the bank's rate, unless ``skip_low_rate`` is off), ``too-short``) are
+skipped with one warning each and
 counted in ``bank.skipped``; a bank left with no file is an ``AudioError`` at construction.
 """
 
@@ -27,6 +28,7 @@ from robustdistiller_upstream.audio import AUDIO_SUFFIXES, audio_info, read_audi
 from robustdistiller_upstream.files import atomic_output
 from robustdistiller_upstream.augment.config import BankConfig, NoiseSourceConfig, RirSourceConfig
 from robustdistiller_upstream.augment.rooms import simulate_rir
+from robustdistiller_upstream.cluster.locks import exclusive_if_possible
 from robustdistiller_upstream.errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ def rir_files(source: RirSourceConfig) -> list[Path]:
         return _audio_files(root)
     if (root / "RIRS_NOISES").is_dir():
         root = root / "RIRS_NOISES"
+    if not source.rirs_only:  # the reference's glob(SLR28/**/*.wav)
+        return [f for f in _audio_files(root) if f.suffix.lower() == ".wav"]
     simulated = root / "simulated_rirs"
     real = root / "real_rirs_isotropic_noises"
     if not simulated.is_dir() and not real.is_dir():
@@ -99,7 +103,7 @@ def rir_files(source: RirSourceConfig) -> list[Path]:
     return files
 
 
-def _check(path: Path, sample_rate: int, min_frames: int) -> IndexEntry:
+def _check(path: Path, sample_rate: int, min_frames: int, skip_low_rate: bool) -> IndexEntry:
     """Header and full-decode checks of one file (block by block)."""
     try:
         frames, rate, channels = audio_info(path)
@@ -108,7 +112,7 @@ def _check(path: Path, sample_rate: int, min_frames: int) -> IndexEntry:
     entry = dict(path=str(path), frames=frames, sample_rate=rate, channels=channels)
     if frames == 0:
         return IndexEntry(**entry, status="empty")
-    if rate < sample_rate:
+    if skip_low_rate and rate < sample_rate:
         return IndexEntry(**entry, status="wrong-rate")
     if frames * sample_rate < min_frames * rate:
         return IndexEntry(**entry, status="too-short")
@@ -125,13 +129,22 @@ def _check(path: Path, sample_rate: int, min_frames: int) -> IndexEntry:
 
 
 def index_files(
-    files: Sequence[Path], cache_dir: str | Path, sample_rate: int, min_frames: int, tag: str
+    files: Sequence[Path], cache_dir: str | Path, sample_rate: int, min_frames: int, tag: str,
+    skip_low_rate: bool = True,
 ) -> list[IndexEntry]:
     """Index entries of ``files``, reusing cached verdicts of unchanged files (same size and mtime)."""
     cache_dir = _expand(str(cache_dir))
     listing = "\n".join(map(str, files))
-    key = hashlib.sha1(f"{tag}|{sample_rate}|{min_frames}|{listing}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{tag}|{sample_rate}|{min_frames}|{skip_low_rate}|{listing}".encode()).hexdigest()[:16]
     cache_path = cache_dir / f"{tag}-{key}.json"
+    # concurrent indexers of one cache (DDP ranks, runs or jobs sharing cache_dir) index once: the others wait and
+    # read the cache
+    with exclusive_if_possible(cache_path.with_name(f".{cache_path.name}.lock"), f"bank index {cache_path}"):
+        return _index_with_cache(files, cache_path, sample_rate, min_frames, tag, skip_low_rate)
+
+
+def _index_with_cache(files: Sequence[Path], cache_path: Path, sample_rate: int, min_frames: int, tag: str,
+                      skip_low_rate: bool) -> list[IndexEntry]:
     try:
         cached = json.loads(cache_path.read_text())
     except (OSError, ValueError):
@@ -145,7 +158,8 @@ def index_files(
             entries.append(IndexEntry(str(path), 0, 0, 0, "unreadable"))
             continue
         hit = cached.get(str(path))
-        entry = IndexEntry(**hit["entry"]) if hit and hit["stamp"] == stamp else _check(path, sample_rate, min_frames)
+        fresh_check = hit is None or hit["stamp"] != stamp
+        entry = _check(path, sample_rate, min_frames, skip_low_rate) if fresh_check else IndexEntry(**hit["entry"])
         fresh[str(path)] = {"stamp": stamp, "entry": asdict(entry)}
         entries.append(entry)
     if fresh != cached:
@@ -229,7 +243,7 @@ class NoiseBank(_Bank):
         if not files:
             raise AudioError(f"noise bank: no audio files under {[s.path for s in config.noises]}")
         min_frames = int(config.min_noise_seconds * config.sample_rate)
-        entries = index_files(files, config.cache_dir, config.sample_rate, min_frames, "noise")
+        entries = index_files(files, config.cache_dir, config.sample_rate, min_frames, "noise", config.skip_low_rate)
         good, skipped = _keep_good(entries, "noise")
         return cls(good, config.sample_rate, config.memory_cap_mb, skipped)
 
@@ -312,7 +326,8 @@ class RirBank(_Bank):
             files = [f for source in config.rirs for f in rir_files(source)]
             if not files:
                 raise AudioError(f"RIR bank: no audio files under {[s.path for s in config.rirs]}")
-            good, skipped = _keep_good(index_files(files, config.cache_dir, config.sample_rate, 1, "rir"), "RIR")
+            entries = index_files(files, config.cache_dir, config.sample_rate, 1, "rir", config.skip_low_rate)
+            good, skipped = _keep_good(entries, "RIR")
             rate = config.sample_rate
             total_mb = 4 * sum(e.frames * e.channels * rate / e.sample_rate for e in good) / 2**20
             in_memory = total_mb <= config.memory_cap_mb

@@ -29,10 +29,13 @@ class NoiseSourceConfig:
 class RirSourceConfig:
     """One RIR corpus: ``slr28`` (``RIRS_NOISES/simulated_rirs/**`` and the ``*_rir_*`` files of
     ``real_rirs_isotropic_noises``; ``path`` is ``RIRS_NOISES`` or its parent), ``dns`` (the DNS-challenge
-    ``impulse_responses`` folder) or ``folder`` (every audio file under ``path``)."""
+    ``impulse_responses`` folder) or ``folder`` (every audio file under ``path``). ``rirs_only: false`` takes
+    every ``.wav`` under an ``slr28`` tree, isotropic-noise recordings included, as the reference's
+    ``glob(SLR28/**/*.wav)`` does."""
 
     kind: Literal["slr28", "dns", "folder"] = "folder"
     path: str = ""
+    rirs_only: bool = True
 
 
 @dataclass
@@ -49,7 +52,10 @@ class SimulatedRoomsConfig:
 @dataclass
 class BankConfig:
     """Where noises and RIRs come from. Banks are decoded and resampled to ``sample_rate`` once; noise banks
-    larger than ``memory_cap_mb`` (float32 at ``sample_rate``) stay on disk and are read by segment."""
+    larger than ``memory_cap_mb`` (float32 at ``sample_rate``) stay on disk and are read by segment.
+    ``skip_low_rate``: files below ``sample_rate`` are skipped (ours: their upsampled copies have no high band);
+    false: upsampled, as the reference does. Noises shorter than ``min_noise_seconds`` are skipped (0: none,
+    the reference: short noises are tiled)."""
 
     noises: list[NoiseSourceConfig] = field(default_factory=list)
     rirs: list[RirSourceConfig] = field(default_factory=list)
@@ -58,6 +64,7 @@ class BankConfig:
     memory_cap_mb: float = 4096.0
     sample_rate: int = 16000
     min_noise_seconds: float = 0.5
+    skip_low_rate: bool = True
 
 
 @dataclass
@@ -67,10 +74,12 @@ class ContaminationConfig:
     One op per utterance with probabilities ``p_clean``/``p_noise``/``p_reverb``/``p_noise_reverb`` (normalised).
     SNR in dB drawn uniformly from [``snr_min``, ``snr_max``] (integers when ``snr_integer``). A noise is a bank
     file with probability ``p_file_noise``, else a generated colour from ``generated_noise``.
-    ``curriculum="inc_steps_noises"``: over the first ``curriculum_steps`` steps the lowest SNR moves linearly
-    from ``snr_max`` down to ``snr_min`` and the probabilities of the reverberant ops ramp from 0 to theirs.
+    ``curriculum="inc_steps_noises"`` (the reference's, with N = ``curriculum_steps``): at step ``s < N`` the
+    lowest SNR is ``round(linspace(snr_max, snr_min, N))[s]`` and a drawn reverberant op reverberates with
+    probability ``linspace(0, 1, N)[s]`` (else it is ``clean`` / ``noise``); from step N on, ``snr_min`` and 1.
     ``compensate_delay`` shifts reverberant output left by the RIR's direct-path delay (its peak), so frames
-    stay aligned with the clean input; ``normalize_rir`` scales each RIR to unit energy.
+    stay aligned with the clean input; ``normalize_rir`` scales each RIR to unit energy. Both are ours: the
+    reference convolves with the raw RIR and keeps the first ``len(x)`` samples (both false in the paper recipes).
     """
 
     p_clean: float = 0.25

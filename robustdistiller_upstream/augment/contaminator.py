@@ -98,6 +98,11 @@ class Contaminator:
         if config.p_reverb + config.p_noise_reverb > 0 and not rir_bank:
             raise AudioError("contamination draws reverberation but the RIR bank is empty")
         self._stream = np.random.default_rng(config.seed)
+        if config.curriculum == "inc_steps_noises":
+            # the reference's tables (robustness.py, RobustEnvironment): float32 linspace, round half to even
+            steps = config.curriculum_steps
+            self._snr_floor = torch.round(torch.linspace(config.snr_max, config.snr_min, steps)).tolist()
+            self._reverb_ramp = torch.linspace(0, 1, steps).tolist()
         self._buffers: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     def __call__(
@@ -111,21 +116,34 @@ class Contaminator:
         return self.apply(wav, lengths, self.plan(lengths.tolist(), step, utt_ids))
 
     def op_probabilities(self, step: int) -> np.ndarray:
-        """``(4,)`` probabilities of ``OPS`` at training step ``step`` (curriculum applied)."""
+        """``(4,)`` probabilities of ``OPS`` at training step ``step``. Under the curriculum the reverberant ops
+        keep their weights but reverberate with probability ``r = reverb_probability(step)`` (else ``reverb``
+        is ``clean`` and ``noise+reverb`` is ``noise``), as in the reference."""
         cfg = self.config
-        ramp = self._ramp(step)
-        probs = np.array([cfg.p_clean, cfg.p_noise, cfg.p_reverb * ramp, cfg.p_noise_reverb * ramp])
-        return probs / probs.sum()
+        p_clean, p_noise, p_reverb, p_noise_reverb = np.array(
+            [cfg.p_clean, cfg.p_noise, cfg.p_reverb, cfg.p_noise_reverb]) / (
+            cfg.p_clean + cfg.p_noise + cfg.p_reverb + cfg.p_noise_reverb)
+        r = self.reverb_probability(step)
+        return np.array([p_clean + p_reverb * (1 - r), p_noise + p_noise_reverb * (1 - r), p_reverb * r,
+                         p_noise_reverb * r])
 
-    def snr_range(self, step: int) -> tuple[float, float]:
-        """(lowest, highest) SNR in dB at training step ``step``."""
-        cfg = self.config
-        return cfg.snr_max - self._ramp(step) * (cfg.snr_max - cfg.snr_min), cfg.snr_max
+    def _curriculum_index(self, step: int) -> int:
+        """The reference's table index: the step until the end of the curriculum, then the last entry."""
+        return max(0, step) if step < self.config.curriculum_steps else -1
 
-    def _ramp(self, step: int) -> float:
+    def reverb_probability(self, step: int) -> float:
+        """Probability that a reverberant op reverberates: 1, or ``linspace(0, 1, N)[step]`` under the curriculum."""
         if self.config.curriculum == "none":
             return 1.0
-        return min(1.0, max(0, step) / self.config.curriculum_steps)
+        return self._reverb_ramp[self._curriculum_index(step)]
+
+    def snr_range(self, step: int) -> tuple[float, float]:
+        """(lowest, highest) SNR in dB at training step ``step``; under the curriculum the lowest is the
+        reference's ``round(linspace(snr_max, snr_min, N))[step]``."""
+        cfg = self.config
+        if cfg.curriculum == "none":
+            return cfg.snr_min, cfg.snr_max
+        return self._snr_floor[self._curriculum_index(step)], cfg.snr_max
 
     def plan(
         self, lengths: Sequence[int], step: int = 0, utt_ids: Sequence[str] | None = None

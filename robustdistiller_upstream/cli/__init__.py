@@ -18,7 +18,9 @@ from robustdistiller_upstream import __version__
 SUBCOMMANDS = {
     "contaminate": "contaminate",
     "demo": "demo",
+    "export": "export",
     "info": "info",
+    "jobs": "jobs",
     "prepare-librispeech": "prepare_librispeech",
     "pretrain": "pretrain",
     "prune": "prune",

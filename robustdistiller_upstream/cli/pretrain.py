@@ -1,4 +1,5 @@
-"""``robustdistiller pretrain -c RECIPE.yaml -n NAME [-o key=value ...] [--resume]`` (also under torchrun)."""
+"""``robustdistiller pretrain -c RECIPE.yaml -n NAME [-o key=value ...] [--resume]`` (also under torchrun, or
+``--launcher slurm --slurm nodes=2,gpus_per_node=8,...``: README "On a cluster")."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustdistiller_upstream.cluster.jobs import TrainingJob, launch_training
     from robustdistiller_upstream.train.config import PretrainConfig
-    from robustdistiller_upstream.train.runner import pretrain
 
     config, exp_dir = load_experiment(args, PretrainConfig)
-    pretrain(config, exp_dir, resume=args.resume)
-    return 0
+    return launch_training(TrainingJob("pretrain", config, exp_dir, args.resume), args)

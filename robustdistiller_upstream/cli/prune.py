@@ -14,8 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustdistiller_upstream.prune.train import PruneConfig, prune_and_distill
+    from robustdistiller_upstream.cluster.jobs import TrainingJob, launch_training
+    from robustdistiller_upstream.prune.train import PruneConfig
 
     config, exp_dir = load_experiment(args, PruneConfig)
-    prune_and_distill(config, exp_dir, resume=args.resume)
-    return 0
+    return launch_training(TrainingJob("prune", config, exp_dir, args.resume), args)

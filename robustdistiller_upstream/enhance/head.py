@@ -1,6 +1,7 @@
 """BLSTM mask estimator on the student's CNN features (RobustDistiller's multi-task head, DESIGN 1).
 
-Student CNN features (20 ms frames) are repeated x2 in time to the 10 ms STFT frame rate; a BLSTM and a linear
+Student CNN features (20 ms frames) are repeated x2 in time to the 10 ms STFT frame rate (missing frames
+zero-padded, extra ones cut: the reference's ``match_length``); a BLSTM, ``Dropout(output_dropout)`` and a linear
 layer give a sigmoid mask over the noisy STFT magnitude; the target is the clean STFT magnitude.
 """
 
@@ -10,12 +11,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 @dataclass
 class EnhanceConfig:
-    """``weight`` is lambda of the total loss; STFT sizes in samples at 16 kHz; ``metrics_every`` in steps (0: off)."""
+    """``weight`` is lambda of the total loss; STFT sizes in samples at 16 kHz; ``metrics_every`` in steps (0: off).
+    ``dropout``: between the BLSTM layers; ``output_dropout``: between the BLSTM and the linear layer (the
+    reference's ``ReconstructionHead.drops``, 0.1)."""
 
     enabled: bool = False
     weight: float = 2.0
@@ -23,6 +27,7 @@ class EnhanceConfig:
     hidden_size: int = 256
     num_layers: int = 3
     dropout: float = 0.1
+    output_dropout: float = 0.1
     n_fft: int = 512
     hop_length: int = 160
     win_length: int = 400
@@ -44,6 +49,13 @@ class EnhancementOutput:
                            window=head.window, center=True, length=samples)
 
 
+def to_stft_frames(features: Tensor, frames: int) -> Tensor:
+    """(batch, feature_frames, dim) at 20 ms -> (batch, frames, dim) at 10 ms: each frame twice, then zero frames
+    appended or frames cut to ``frames`` (the reference's ``match_length``)."""
+    x = features.repeat_interleave(2, dim=1)[:, :frames]
+    return F.pad(x, (0, 0, 0, frames - x.shape[1]))
+
+
 class EnhancementHead(nn.Module):
     """``forward(features (batch, frames, feat_dim), noisy (batch, samples), wav_lengths (batch,))``."""
 
@@ -52,6 +64,7 @@ class EnhancementHead(nn.Module):
         self.config = config
         self.blstm = nn.LSTM(feature_dim, config.hidden_size, num_layers=config.num_layers, batch_first=True,
                              bidirectional=True, dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(config.output_dropout)
         self.linear = nn.Linear(2 * config.hidden_size, config.n_fft // 2 + 1)
         self.register_buffer("window", torch.hann_window(config.win_length), persistent=False)
 
@@ -66,11 +79,7 @@ class EnhancementHead(nn.Module):
     def forward(self, features: Tensor, noisy: Tensor, wav_lengths: Tensor) -> EnhancementOutput:
         noisy_stft = self.stft(noisy)
         frames = noisy_stft.shape[-1]
-        # 20 ms -> 10 ms: repeat each frame twice, then pad (repeat the last) or cut to the STFT frame count
-        x = features.repeat_interleave(2, dim=1)
-        if x.shape[1] < frames:
-            x = torch.cat([x, x[:, -1:].expand(-1, frames - x.shape[1], -1)], dim=1)
-        x, _ = self.blstm(x[:, :frames])
-        mask = torch.sigmoid(self.linear(x))
+        x, _ = self.blstm(to_stft_frames(features, frames))
+        mask = torch.sigmoid(self.linear(self.dropout(x)))
         enhanced = mask * noisy_stft.abs().transpose(1, 2)
         return EnhancementOutput(mask, noisy_stft, enhanced, self.stft_lengths(wav_lengths).clamp_max(frames))

@@ -28,16 +28,22 @@ def si_snr(estimate: Tensor, reference: Tensor, lengths: Tensor, eps: float = 1e
     return 10 * torch.log10(target.pow(2).sum(-1) / ((est - target).pow(2).sum(-1) + eps) + eps)
 
 
+def _magnitude(wav: Tensor, n_fft: int, hop: int, win: int) -> Tensor:
+    """STFT magnitude floored at ``sqrt(1e-7)`` (the power is clamped at 1e-7, as in the reference)."""
+    window = torch.hann_window(win, device=wav.device)
+    spec = torch.stft(wav, n_fft, hop, win, window=window, return_complex=True)
+    return (spec.real.pow(2) + spec.imag.pow(2)).clamp_min(1e-7).sqrt()
+
+
 def mrstft_loss(estimate: Tensor, reference: Tensor) -> Tensor:
-    """Spectral convergence + log-magnitude L1, averaged over ``MRSTFT_RESOLUTIONS``; waveforms (batch, samples)."""
-    total = estimate.new_zeros(())
+    """``0.5 * mean(spectral convergence) + 0.5 * mean(log-magnitude L1)`` over ``MRSTFT_RESOLUTIONS``; waveforms
+    (batch, samples). The reference's ``MultiResolutionSTFTLoss`` (factor_sc = factor_mag = 0.5)."""
+    convergence, log_l1 = estimate.new_zeros(()), estimate.new_zeros(())
     for n_fft, hop, win in MRSTFT_RESOLUTIONS:
-        window = torch.hann_window(win, device=estimate.device)
-        est = torch.stft(estimate, n_fft, hop, win, window=window, return_complex=True).abs().clamp_min(1e-7)
-        ref = torch.stft(reference, n_fft, hop, win, window=window, return_complex=True).abs().clamp_min(1e-7)
-        convergence = torch.linalg.norm(ref - est) / torch.linalg.norm(ref).clamp_min(1e-7)
-        total = total + convergence + F.l1_loss(est.log(), ref.log())
-    return total / len(MRSTFT_RESOLUTIONS)
+        est, ref = _magnitude(estimate, n_fft, hop, win), _magnitude(reference, n_fft, hop, win)
+        convergence = convergence + torch.linalg.norm(ref - est) / torch.linalg.norm(ref)
+        log_l1 = log_l1 + F.l1_loss(est.log(), ref.log())
+    return 0.5 * convergence / len(MRSTFT_RESOLUTIONS) + 0.5 * log_l1 / len(MRSTFT_RESOLUTIONS)
 
 
 def enhancement_loss(head: EnhancementHead, out: EnhancementOutput, clean: Tensor, wav_lengths: Tensor) -> Tensor:

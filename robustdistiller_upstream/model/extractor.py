@@ -13,7 +13,7 @@ dicts move both ways. Two things make it faster than s3prl's on CPU for the same
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,15 +22,20 @@ from torch import Tensor, nn
 from robustdistiller_upstream.model.config import ConvSpec
 
 
-def conv_channel_norm_folded(wav: Tensor, weight: Tensor, stride: int, norm: nn.GroupNorm) -> Tensor:
+def conv_channel_norm_folded(
+    wav: Tensor, weight: Tensor, stride: int, norm: nn.GroupNorm, windows: Optional[Tensor] = None
+) -> Tensor:
     """First conv of "default" mode followed by its per-channel group norm, as one batched product.
 
     wav: (batch, samples); weight: (channels, 1, kernel). Returns (batch, channels, frames), equal to
     ``GroupNorm(channels, channels)(conv1d(wav, weight, stride=stride))``: statistics over all frames of each
     utterance (padding included, as in s3prl), accumulated in float64 from the window mean and covariance.
+    ``windows``: the (batch, frames, kernel) input windows when they are not to be a view of ``wav`` (the ONNX
+    export computes them with a conv: ``unfold`` has no ONNX op).
     """
     channels, _, kernel = weight.shape
-    windows = wav.unfold(1, kernel, stride)  # (batch, frames, kernel), a view
+    if windows is None:
+        windows = wav.unfold(1, kernel, stride)  # (batch, frames, kernel), a view
     frames = windows.shape[1]
     win64 = windows.double()
     mean = win64.mean(1)  # (batch, kernel)

@@ -87,6 +87,7 @@ class WeightNormConv1d(nn.Module):
     def __init__(self, dim: int, kernel: int, groups: int) -> None:
         super().__init__()
         self.groups = groups
+        self.padding = kernel // 2  # a Python int: a traced shape here would break ONNX export
         std = math.sqrt(4.0 / (kernel * dim))
         weight_v = torch.randn(dim, dim // groups, kernel) * std
         self.weight_v = nn.Parameter(weight_v)
@@ -96,8 +97,7 @@ class WeightNormConv1d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (batch, dim, frames) -> (batch, dim, frames + 1 - kernel % 2)."""
         weight = self.weight_v * (self.weight_g / self.weight_v.norm(dim=(0, 1), keepdim=True))
-        kernel = weight.shape[-1]
-        return F.conv1d(x, weight, self.bias, padding=kernel // 2, groups=self.groups)
+        return F.conv1d(x, weight, self.bias, padding=self.padding, groups=self.groups)
 
 
 class TransformerEncoder(nn.Module):

@@ -5,11 +5,18 @@ The student (fed noisy speech) is pulled towards the teacher (fed clean speech) 
 standardised representations instead of a frame-wise distance:
 
 - cross-correlation, pushed towards the identity (Barlow Twins' redundancy-reduction form, Zbontar et al. 2021):
-  ``C = Zs^T Zt / (n - 1)``, ``L_cc = sum_i (1 - C_ii)^2 + lambda_off * sum_{i != j} C_ij^2``;
+  ``C = Zs^T Zt / (n - 1)``, ``L_cc = on_diag + lambda_off * off_diag`` with
+  ``on_diag = sum_i (1 - C_ii)^2 / diag_scale`` and ``off_diag = sum_{i != j} C_ij^2 / off_diag_scale``;
 - student self-correlation, whose off-diagonal is minimised (decorrelated student dimensions, the paper's noise
-  robustness term): ``S = Zs^T Zs / (n - 1)``, ``L_sc = sum_{i != j} S_ij^2``;
+  robustness term): ``S = Zs^T Zs / (n - 1)``, ``L_sc = self_corr = sum_{i != j} S_ij^2 / self_scale``;
 - ``L = scale * (L_cc + w_sc * L_sc) + cos_weight * mean(-log sigmoid(cos(s, t)))`` per distilled layer, averaged over
-  layers. The cosine term is DistilHuBERT's, which the authors' configurations add on top (``cosine_loss: 1.0``).
+  layers. The cosine term is DistilHuBERT's, which the authors' configurations add on top (``cosine_loss: 1.0``);
+  ``cos_over="segments"`` takes it over the pooled segments, as the authors' code (their pooling precedes every
+  loss), ``"frames"`` over the valid frames.
+
+The three divisors are the first author's (``BarlowTwinsLoss_old``: ``diag_scale`` 10, ``off_diag_cross_cor_scale``
+100, ``off_diag_self_cor_scale`` 50000; 1 here by default); ``pretrain/rd_correlation.yaml`` sets them with their
+main model's lambda_off = 5e-5 and w_sc = 5e-6 (docs/objectives.md has the magnitudes this gives).
 
 ``Z`` is each feature dimension standardised to zero mean and unit (unbiased) standard deviation over the ``n``
 samples being correlated. Which samples those are (``correlate_over``):
@@ -24,9 +31,9 @@ samples being correlated. Which samples those are (``correlate_over``):
   layer): cheap, and defined for a batch of one utterance.
 
 Weighting of the two correlation terms (``self_weight``): a number, or ``"auto"``. The paper proposes a heuristic that
-weighs the two terms automatically; its text was not reachable from this project (only the abstract), so ``"auto"``
-implements the rule documented in :func:`auto_self_weight` -- balance the self-correlation term to the magnitude of
-the cross-correlation term -- and is to be checked against the paper before claiming it is theirs.
+weighs the two terms automatically; its text was not reachable from this project and the authors' code holds only
+an unfinished, disabled SNR map (docs/objectives.md), so ``"auto"`` is our rule, documented in
+:func:`auto_self_weight` -- balance the self-correlation term to the magnitude of the cross-correlation term.
 
 Padding frames (``frame_mask`` False) never enter a statistic. Student and teacher widths must match (the prediction
 heads' ``final_dim``); a narrower student distils through its 768-d heads or through ``cosine_bottleneck``.
@@ -51,7 +58,11 @@ class CorrelationConfig:
     off_diagonal_weight: float = 5e-3  # lambda_off on the cross-correlation off-diagonal (Barlow Twins' default)
     self_weight: Union[float, Literal["auto"]] = "auto"  # w_sc on the student self-correlation term
     scale: float = 1.0  # multiplies L_cc + w_sc * L_sc
+    diag_scale: float = 1.0  # divides the cross-correlation diagonal sum (the authors': 10)
+    off_diag_scale: float = 1.0  # divides the cross-correlation off-diagonal sum (the authors': 100)
+    self_scale: float = 1.0  # divides the self-correlation off-diagonal sum (the authors': 50000)
     cos_weight: float = 1.0  # DistilHuBERT cosine term added on top; 0 disables it
+    cos_over: Literal["frames", "segments"] = "frames"  # segments: the pooled ones (correlate_over="batch" only)
     eps: float = 1e-5  # added to the standard deviation
 
     def __post_init__(self) -> None:
@@ -61,6 +72,10 @@ class CorrelationConfig:
             raise ValueError(f"self_weight must be >= 0 or 'auto', got {self.self_weight}")
         if isinstance(self.self_weight, str) and self.self_weight != "auto":
             raise ValueError(f"self_weight must be a number or 'auto', got {self.self_weight!r}")
+        if min(self.diag_scale, self.off_diag_scale, self.self_scale) <= 0:
+            raise ValueError("diag_scale, off_diag_scale and self_scale must be > 0")
+        if self.cos_over == "segments" and self.correlate_over != "batch":
+            raise ValueError("cos_over='segments' needs correlate_over='batch' (frames are not pooled otherwise)")
 
 
 def standardise(x: Tensor, eps: float = 1e-5) -> Tensor:
@@ -118,7 +133,8 @@ class CorrelationObjective(DistillationObjective):
     same_width_reason = "the cross-correlation is pushed to an identity"
 
     def _samples(self, s: Tensor, t: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Standardised student and teacher samples: (n, d) for "frames", (batch, segments, d) for "batch"."""
+        """Student and teacher samples, not yet standardised: (n, d) for "frames", (batch, segments, d) for
+        "batch"."""
         if self.config.correlate_over == "frames":
             s, t = s[frame_mask], t[frame_mask]
             if s.shape[0] < 2:
@@ -133,7 +149,7 @@ class CorrelationObjective(DistillationObjective):
             if segments < 1:
                 raise ValueError("correlation objective: an utterance in the batch has no valid frame")
             s, t = pool_segments(s, frame_mask, segments), pool_segments(t, frame_mask, segments)
-        return standardise(s, self.config.eps), standardise(t, self.config.eps)
+        return s, t
 
     def forward(self, student: list[Tensor], teacher: list[Tensor], frame_mask: Tensor) -> ObjectiveOutput:
         self.check_inputs(student, teacher, frame_mask)
@@ -154,15 +170,20 @@ class CorrelationObjective(DistillationObjective):
     def _layer_loss(self, s: Tensor, t: Tensor, frame_mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """One distilled layer: (loss, logged terms)."""
         cfg = self.config
-        zs, zt = self._samples(s, t, frame_mask)
+        samples_s, samples_t = self._samples(s, t, frame_mask)
+        zs, zt = standardise(samples_s, cfg.eps), standardise(samples_t, cfg.eps)
         cross = correlation(zs, zt)
-        on_diag = diagonal_term(cross).mean()  # mean over the segment matrices ("batch"); one matrix ("frames")
-        off_diag = off_diagonal_term(cross).mean()
-        self_corr = off_diagonal_term(correlation(zs, zs)).mean()
+        # means over the segment matrices ("batch"); one matrix ("frames")
+        on_diag = diagonal_term(cross).mean() / cfg.diag_scale
+        off_diag = off_diagonal_term(cross).mean() / cfg.off_diag_scale
+        self_corr = off_diagonal_term(correlation(zs, zs)).mean() / cfg.self_scale
         cross_term = on_diag + cfg.off_diagonal_weight * off_diag
         weight = auto_self_weight(cross_term, self_corr) if cfg.self_weight == "auto" else s.new_tensor(cfg.self_weight)
         loss = cfg.scale * (cross_term + weight * self_corr)
-        cos = masked_mean(-F.logsigmoid(F.cosine_similarity(s, t, dim=-1)), frame_mask)
+        if cfg.cos_over == "segments":
+            cos = (-F.logsigmoid(F.cosine_similarity(samples_s, samples_t, dim=-1))).mean()
+        else:
+            cos = masked_mean(-F.logsigmoid(F.cosine_similarity(s, t, dim=-1)), frame_mask)
         if cfg.cos_weight:
             loss = loss + cfg.cos_weight * cos
         terms = {"on_diag": on_diag, "off_diag": off_diag, "self_corr": self_corr, "self_weight": weight, "cos": cos}

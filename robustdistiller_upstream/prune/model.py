@@ -34,8 +34,8 @@ INIT_KEEP_FFN_UNIT = 0.5
 def masked_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, keep: Optional[Tensor], eps: float = 1e-5) -> Tensor:
     """Layer norm over the last dim of ``x`` (..., channels), statistics over the channels where ``keep`` (channels,)
     is True; the others come out as 0. ``keep=None``: plain layer norm."""
-    if keep is None:
-        return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
+    if keep is None:  # the weight's shape, not x's: a traced shape cannot be an ONNX LayerNormalization attribute
+        return F.layer_norm(x, weight.shape, weight, bias, eps)
     k = keep.to(x.dtype)
     count = k.sum().clamp_min(1.0)
     mean = (x * k).sum(-1, keepdim=True) / count

@@ -44,8 +44,8 @@ from robustdistiller_upstream.prune.sparsity import LagrangianController, Sparsi
 from robustdistiller_upstream.teacher import Teacher, TeacherConfig, align_frames
 from robustdistiller_upstream.train.config import DenoisingConfig, ObjectiveConfig, OptimConfig
 from robustdistiller_upstream.train.data import Batch, BatchStream, DataConfig, load_corpus
+from robustdistiller_upstream.train.optim import build_optimizer
 from robustdistiller_upstream.train.runner import (
-    build_optimizer,
     pick_device,
     rng_state,
     seed_everything,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urldefrag
 
 from robustdistiller_upstream.checkpoint import looks_like_torch_file
@@ -29,8 +30,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_checkpoint(url: str, refresh: bool = False) -> Path:
-    """Downloads (or reuses s3prl's cached copy of) ``url``; checks its sha256 when one is known or pinned."""
+def download_checkpoint(url: str, refresh: bool = False, looks_valid: Callable[[Path], bool] = looks_like_torch_file,
+                        kind: str = "a PyTorch checkpoint") -> Path:
+    """Downloads (or reuses s3prl's cached copy of) ``url``; checks its sha256 when one is known or pinned.
+    ``looks_valid``/``kind``: what the file must look like (an ONNX upstream downloads ONNX files)."""
     from s3prl.util.download import _urls_to_filepaths
 
     bare_url, fragment = urldefrag(url)
@@ -39,12 +42,12 @@ def download_checkpoint(url: str, refresh: bool = False) -> Path:
         path = Path(_urls_to_filepaths(bare_url, refresh=refresh))
     except Exception as exc:  # urllib/requests errors vary by version; name the URL either way
         raise CheckpointError(f"{bare_url}: download failed ({exc})") from None
-    if not looks_like_torch_file(path):
+    if not looks_valid(path):
         # s3prl's downloader stores whatever the server sent, HTTP error pages included: do not keep it.
         size = path.stat().st_size
         path.unlink()
         raise CheckpointError(
-            f"{bare_url}: download failed: the server sent {size} bytes that are not a PyTorch checkpoint "
+            f"{bare_url}: download failed: the server sent {size} bytes that are not {kind} "
             "(an HTTP error page?)"
         )
     if expected is not None:

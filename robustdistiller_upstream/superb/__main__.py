@@ -10,7 +10,9 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from robustdistiller_upstream.errors import UserError
+from robustdistiller_upstream.cluster.slurm import add_launcher_arguments
+from robustdistiller_upstream.errors import ConfigError, UserError
+from robustdistiller_upstream.superb.cluster import DEFAULT_MAX_PARALLEL, sbatch_preview
 from robustdistiller_upstream.superb.sweep import Sweep, SweepConfig
 
 
@@ -43,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config override KEY=VALUE for all tasks or TASK:KEY=VALUE for one "
                         "(e.g. KS:runner.total_steps=2000); repeatable")
     p.add_argument("--contaminate-workers", type=int, default=1, help="processes per condition copy")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (and the runner commands) and exit")
+    add_launcher_arguments(p)
+    p.add_argument("--max-parallel", type=int, default=0,
+                   help=f"cluster launchers: jobs in flight (queued or running) at most (default "
+                        f"{DEFAULT_MAX_PARALLEL})")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (and the runner commands; with "
+                                                          "--launcher slurm the sbatch script) and exit")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -59,16 +66,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tasks=args.tasks, conditions=args.conditions, only_conditions=args.only_conditions,
         data_root=args.data_root, s3prl_dir=args.s3prl_dir, exp_root=args.exp_root, cond_root=args.cond_root,
         gpus=args.gpus, nproc=args.nproc, overrides=args.override, runner_args=runner_args,
-        contaminate_workers=args.contaminate_workers)
+        contaminate_workers=args.contaminate_workers, launcher=args.launcher, slurm=args.slurm,
+        max_parallel=args.max_parallel)
     try:
+        if args.max_parallel and args.launcher == "local":
+            raise ConfigError("--max-parallel caps cluster jobs (--launcher slurm or local-submitit); locally "
+                              "--gpus decides what runs at once")
         sweep = Sweep(cfg)
+        if args.dry_run:
+            print(sweep.plan_text())
+            script = sbatch_preview(sweep)
+            if script:
+                print(f"\n# sbatch script of each job (condition copies without GPUs):\n{script}")
+            return 0
+        return sweep.run()
     except UserError as exc:
         logging.getLogger("robustdistiller.superb").error("%s", exc)
         return 2
-    if args.dry_run:
-        print(sweep.plan_text())
-        return 0
-    return sweep.run()
 
 
 if __name__ == "__main__":

@@ -7,22 +7,25 @@ Layout under ``<cond_root>/<TASK>/<CONDITION>/``:
 - ``root/``: what the expert reads: the clean folder with the test parts replaced by their contaminated copies
   (links everywhere else, so train/dev data and side files stay the clean originals);
 - ``ready.json``: written last; a folder without it is finished by the next run.
+
+Builders of one folder (two sweeps, two cluster jobs) take its lock (``cluster.locks``): one builds, the others
+wait and find it ready; a builder killed mid-way leaves partial output the next one resumes (and no stale lock).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
+from robustdistiller_upstream.cluster.locks import exclusive
 from robustdistiller_upstream.errors import ConfigError
 from robustdistiller_upstream.superb.state import write_json_atomic
 
@@ -43,18 +46,6 @@ class EvalCondition:
     @property
     def is_clean(self) -> bool:
         return self.spec.strip() == CLEAN
-
-
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Serialises builders of one condition folder (several sweeps may share the cache)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _link_view(clean_root: Path, parts: list[str], view: Path) -> None:
@@ -112,7 +103,8 @@ def build_condition(
                 "parts": parts}
     whole = parts == ["."]
     root = folder / ("out" if whole else "root")
-    with _locked(folder):
+    # several sweeps (and their cluster jobs) share the copies: the first builds, the others wait for ready.json
+    with exclusive(folder / ".lock", f"condition copy {task}/{condition.name}"):
         ready = folder / READY
         if ready.is_file():
             built = json.loads(ready.read_text())
@@ -131,6 +123,8 @@ def build_condition(
                    "--workers", str(workers)]
         log.info("building %s/%s (%s): %s", task, condition.name, condition.spec, " ".join(command))
         with open(folder / "contaminate.log", "a") as out:
+            out.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")  # one line per build
+            out.flush()
             result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=dict(env))
         if result.returncode != 0:
             raise RuntimeError(f"robustdistiller contaminate failed for {task}/{condition.name} "

@@ -5,7 +5,9 @@ Layout of one upstream's sweep, ``<exp_root>/<tag>/``::
 
     <TASK>/train/           s3prl expdir of the training run; done.json once finished (best checkpoint named)
     <TASK>/<CONDITION>/     s3prl expdir of one evaluate run; run.log (runner output), result.json once parsed
-    summary.json            what the last invocation did, per run: done / skipped / failed (+ reason)
+    summary.json            what the last invocation did, per run: done / skipped / failed (+ reason); on a
+                            cluster also queued / running, job ids and logs (``superb.cluster``)
+    jobs/                   submitit's job files and logs (cluster launchers)
 
 Condition copies live in ``<cond_root>/<TASK>/<CONDITION>/`` (``superb.conditions``), shared by upstreams.
 A run with its marker (done.json, result.json) is skipped; an interrupted training resumes from its last
@@ -63,6 +65,9 @@ class SweepConfig:
     overrides: list[str] = field(default_factory=list)
     runner_args: list[str] = field(default_factory=list)
     contaminate_workers: int = 1
+    launcher: str = "local"  # local | slurm | local-submitit (superb.cluster)
+    slurm: list[str] = field(default_factory=list)  # --slurm key=value,... (cluster.slurm.SlurmOptions)
+    max_parallel: int = 0  # jobs in flight at most (cluster launchers; 0: superb.cluster's default)
 
 
 @dataclass
@@ -70,12 +75,15 @@ class Run:
     """One step of the sweep and what became of it."""
 
     task: str
-    kind: str  # "train" | "evaluate"
+    kind: str  # "train" | "evaluate" | "condition" (a condition copy: its own job on a cluster)
     condition: str
     expdir: Path
-    status: str = "todo"  # todo | done (this invocation) | skipped (finished earlier) | failed | blocked
+    # todo | queued | running (a cluster job) | done (this invocation) | skipped (finished earlier) | failed | blocked
+    status: str = "todo"
     reason: str = ""
     seconds: float = 0.0
+    job_id: str = ""  # the cluster job that runs it, and that job's log
+    log: str = ""
 
 
 @dataclass
@@ -147,6 +155,19 @@ class Sweep:
         self.conditions = self._conditions()
         self.ckpt = str(Path(cfg.ckpt).resolve()) if cfg.ckpt and Path(cfg.ckpt).exists() else cfg.ckpt
         self.plans = [self._plan(spec) for spec in resolve_tasks(cfg.tasks)]
+        self.copies: list[Run] = []  # condition-copy jobs (cluster launchers)
+        self.jobs_folder = str(self.exp / "jobs") if cfg.launcher != "local" else ""
+        self._earlier_jobs()
+
+    def _earlier_jobs(self) -> None:
+        """Runs finished by an earlier invocation keep the job id and log of the job that ran them."""
+        path = self.exp / "summary.json"
+        if not path.is_file():
+            return
+        earlier = {(r["task"], r["kind"], r["condition"]): r for r in json.loads(path.read_text())["runs"]}
+        for run in (r for plan in self.plans for r in plan.runs if r.status == "skipped"):
+            row = earlier.get((run.task, run.kind, run.condition), {})
+            run.job_id, run.log = row.get("job_id", ""), row.get("log", "")
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -284,13 +305,18 @@ class Sweep:
     def _clean_root(self, plan: TaskPlan) -> Path:
         return Path(get_key(plan.config["downstream_expert"], plan.spec.test_key, plan.spec.config))
 
-    def _evaluate(self, plan: TaskPlan, run: Run, condition: EvalCondition, gpu: Optional[str]) -> None:
+    def condition_copy(self, plan: TaskPlan, condition: EvalCondition) -> Path:
+        """The task's test data under ``condition`` (built once, shared by sweeps: ``superb.conditions``)."""
         clean_root = self._clean_root(plan)
         if not clean_root.exists():
             raise ConfigError(f"{plan.spec.name}: test data {clean_root} not found (key {plan.spec.test_key})")
         parts = plan.spec.test_parts(plan.config["downstream_expert"], clean_root)
-        root = build_condition(plan.spec.name, condition, clean_root, parts, self.cond_root, self.conditions_file,
+        return build_condition(plan.spec.name, condition, clean_root, parts, self.cond_root, self.conditions_file,
                                self.env, self.cfg.contaminate_workers)
+
+    def _evaluate(self, plan: TaskPlan, run: Run, condition: EvalCondition, gpu: Optional[str]) -> None:
+        clean_root = self._clean_root(plan)
+        root = self.condition_copy(plan, condition)
         if not plan.spec.trains:
             self._write_config(plan, run, root)
         (run.expdir / RUN_LOG).unlink(missing_ok=True)  # parse this attempt's output only
@@ -318,8 +344,26 @@ class Sweep:
             subprocess.run(["bash", str(script), str(run.expdir), "groundtruth_quesst14_eval", "-10"],
                            cwd=script.parent, stdout=out, stderr=subprocess.STDOUT, check=True)
 
+    def attempt(self, plan: TaskPlan, run: Run, gpu: Optional[str]) -> None:
+        """Runs one step of the sweep (what a cluster job runs, ``superb.cluster.SweepStep``); its failure is
+        recorded in ``run``, never raised."""
+        condition = {c.name: c for c in self.conditions}.get(run.condition)
+        start = time.monotonic()
+        log.info("%s %s %s%s", self.tag, plan.spec.name, run.kind, f" on {run.condition}" * bool(run.condition))
+        try:
+            if run.kind == "train":
+                self._train(plan, run, gpu)
+            elif run.kind == "condition":
+                self.condition_copy(plan, condition)
+            else:
+                self._evaluate(plan, run, condition, gpu)
+            run.status = "done"
+        except Exception as exc:  # any failure of one run is recorded; the sweep goes on
+            run.status, run.reason = "failed", str(exc)
+            log.error("%s %s %s failed: %s", plan.spec.name, run.kind, run.condition, exc)
+        run.seconds = time.monotonic() - start
+
     def _run_task(self, plan: TaskPlan, gpu: Optional[str]) -> None:
-        by_name = {c.name: c for c in self.conditions}
         blocked = plan.error
         for run in plan.runs:
             if run.status == "skipped":
@@ -327,23 +371,17 @@ class Sweep:
             if blocked:
                 run.status, run.reason = ("failed" if run is plan.runs[0] else "blocked"), blocked
                 continue
-            start = time.monotonic()
-            log.info("%s %s %s%s", self.tag, plan.spec.name, run.kind, f" on {run.condition}" * bool(run.condition))
-            try:
-                if run.kind == "train":
-                    self._train(plan, run, gpu)
-                else:
-                    self._evaluate(plan, run, by_name[run.condition], gpu)
-                run.status = "done"
-            except Exception as exc:  # any failure of one run is recorded; the sweep goes on
-                run.status, run.reason = "failed", str(exc)
-                log.error("%s %s %s failed: %s", plan.spec.name, run.kind, run.condition, exc)
-                if run.kind == "train":
-                    blocked = f"training failed: {exc}"
-            run.seconds = time.monotonic() - start
+            self.attempt(plan, run, gpu)
+            if run.kind == "train" and run.status == "failed":
+                blocked = f"training failed: {run.reason}"
 
     def run(self) -> int:
-        """Runs what is not finished; returns 0 if nothing failed."""
+        """Runs what is not finished (here, or as cluster jobs with ``launcher``); returns 0 if nothing failed."""
+        if self.cfg.launcher != "local":
+            from robustdistiller_upstream.superb.cluster import run_on_cluster
+
+            run_on_cluster(self)
+            return self.finish()
         slots: "queue.Queue[Optional[str]]" = queue.Queue()
         for gpu in self.cfg.gpus or [None]:
             slots.put(gpu)
@@ -364,6 +402,10 @@ class Sweep:
             threads.append(thread)
         for thread in threads:
             thread.join()
+        return self.finish()
+
+    def finish(self) -> int:
+        """Writes the summary, names what cannot run; 1 if anything failed."""
         self.write_summary()
         for plan in self.plans:
             if plan.error:
@@ -398,11 +440,17 @@ class Sweep:
                 lines.append(f"  {what:<28} {run.status:<8} {' '.join(command)}")
         return "\n".join(lines)
 
-    def write_summary(self) -> None:
+    def write_summary(self, quiet: bool = False) -> None:
+        """``summary.json``: every run (and, on a cluster, every condition-copy job) with its status, job id and
+        log; ``robustdistiller jobs EXP_ROOT/TAG`` prints it. ``quiet``: an update while the sweep runs."""
         rows = [{"task": r.task, "kind": r.kind, "condition": r.condition, "status": r.status, "reason": r.reason,
-                 "seconds": round(r.seconds, 1), "expdir": str(r.expdir)} for p in self.plans for r in p.runs]
+                 "seconds": round(r.seconds, 1), "expdir": str(r.expdir), "job_id": r.job_id, "log": r.log}
+                for r in [*(r for p in self.plans for r in p.runs), *self.copies]]
         write_json_atomic(self.exp / "summary.json", {"tag": self.tag, "upstream": self.cfg.upstream,
-                                                     "ckpt": self.ckpt, "runs": rows})
+                                                     "ckpt": self.ckpt, "launcher": self.cfg.launcher,
+                                                     "jobs_folder": self.jobs_folder, "runs": rows})
+        if quiet:
+            return
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["status"]] = counts.get(row["status"], 0) + 1

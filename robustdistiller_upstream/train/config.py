@@ -32,13 +32,31 @@ class DenoisingConfig:
 
 
 @dataclass
+class ParamGroupConfig:
+    """Parameters whose name contains one of ``match`` (``named_parameters()`` of the task: ``student.``,
+    ``head.``, ``objective.`` prefixes) get ``weight_decay``."""
+
+    name: str
+    match: list[str]
+    weight_decay: float
+
+
+def s3prl_param_groups() -> list[ParamGroupConfig]:
+    """s3prl's ``get_grouped_parameters``: no decay on these names (the rest: ``OptimConfig.weight_decay``)."""
+    return [ParamGroupConfig("no_decay", ["bias", "LayerNorm.bias", "LayerNorm.weight"], 0.0)]
+
+
+@dataclass
 class OptimConfig:
-    """AdamW with linear warmup (``warmup`` fraction of the steps) then linear decay to 0 (DESIGN 1 values)."""
+    """s3prl's ``AdamW_with_schedule`` (``train/optim.py``): Adam with the decay inside the step, linear warmup
+    over ``warmup`` of ``run.total_steps`` then linear decay to 0. ``weight_decay`` is the default group's (0.01 in
+    s3prl's grouping: its YAML's ``weight_decay: 1e-6`` is overridden by the groups); ``groups`` come first."""
 
     lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
-    weight_decay: float = 1e-6
+    weight_decay: float = 0.01
+    groups: list[ParamGroupConfig] = field(default_factory=s3prl_param_groups)
     warmup: float = 0.07
     clip_grad_norm: float = 15.0
     accumulate: int = 1

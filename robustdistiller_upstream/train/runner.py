@@ -36,8 +36,10 @@ from robustdistiller_upstream.files import read_jsonl, remove_stale_temporaries,
 from robustdistiller_upstream.model import StudentModel
 from robustdistiller_upstream.objectives import build_objective
 from robustdistiller_upstream.teacher import Teacher, align_frames, init_student_from_teacher
-from robustdistiller_upstream.train.config import OptimConfig, PretrainConfig
+from robustdistiller_upstream.train.config import PretrainConfig
 from robustdistiller_upstream.train.data import Batch, BatchStream, load_corpus
+from robustdistiller_upstream.train.guard import UpdateGuard
+from robustdistiller_upstream.train.optim import build_s3prl_optimizer
 from robustdistiller_upstream.train.task import DistillationTask
 
 logger = logging.getLogger(__name__)
@@ -62,8 +64,13 @@ class Distributed:
 
 
 def setup_distributed(device: str) -> Distributed:
-    """Reads torchrun's environment; starts gloo (CPU) or nccl (CUDA ``device``, or ``auto`` on a CUDA machine)
-    when there is more than one process."""
+    """Reads torchrun's environment, or in a submitit job (``--launcher slurm``) the job's (rank, world size, local
+    rank, master address: ``submitit.JobEnvironment``); starts gloo (CPU) or nccl (CUDA ``device``, or ``auto`` on a
+    CUDA machine) when there is more than one process."""
+    if "WORLD_SIZE" not in os.environ and os.environ.get("SUBMITIT_EXECUTOR"):
+        from robustdistiller_upstream.cluster.slurm import export_torch_environment
+
+        export_torch_environment()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Distributed()
@@ -83,25 +90,6 @@ def pick_device(name: str, env: Distributed) -> torch.device:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
-
-
-def warmup_linear_decay(total_steps: int, warmup: float):
-    """lr factor at step s: linear 0 -> 1 over ``warmup * total_steps`` steps, then linear 1 -> 0 at the end."""
-    warm = max(1, int(round(warmup * total_steps)))
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
-
-    return factor
-
-
-def build_optimizer(params, config: OptimConfig, total_steps: int):
-    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
-                                  weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total_steps, config.warmup))
-    return optimizer, scheduler
 
 
 def rng_state() -> dict[str, Any]:
@@ -167,6 +155,7 @@ class Trainer:
         seed_everything(run.seed)
 
         self.teacher = Teacher(config.teacher, config.student.pred_layer_id).to(self.device)
+        self.teacher.train(config.teacher.dropout)  # the reference runner's .train() reaches the teacher too
         student = StudentModel(config.student)
         if config.student_init:
             init_student_from_teacher(student, self.teacher.upstream)
@@ -183,11 +172,13 @@ class Trainer:
         elif config.enhance.enabled:
             logger.warning("enhance.enabled without denoising.enabled: the head learns to pass clean speech through")
 
-        self.optimizer, self.scheduler = build_optimizer(self.task.parameters(), config.optim, run.total_steps)
+        self.optimizer, self.scheduler = build_s3prl_optimizer(self.task, config.optim, run.total_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=run.amp == "fp16")
         utterances, unreadable = load_corpus(config.data)
         self.stream = BatchStream(config.data, utterances, self.env.rank, self.env.world_size)
         self.progress = Progress(skipped_files=unreadable)
+        self.guard = UpdateGuard(self.device, run.amp == "fp16", run.max_bad_steps)
+        self._student_frames: dict[int, int] = {}  # by batch width: computed once, on the host
         if resume:
             if self.env.main:
                 remove_stale_temporaries(self.exp_dir)  # half-written checkpoints of the killed run
@@ -233,6 +224,10 @@ class Trainer:
         state = load_torch_file(path)
         if state["world_size"] != self.env.world_size:
             raise TrainingError(f"{path}: saved by {state['world_size']} processes, resumed with {self.env.world_size}")
+        if "last_lr" not in state["scheduler"]:  # torch AdamW + LambdaLR, before the reference optimizer (issue 14)
+            raise TrainingError(f"{path}: written with the earlier optimizer (torch AdamW, 1e-6 decay on every "
+                                f"parameter), not the reference's (docs/fidelity.md): resume it with the "
+                                f"robustdistiller version that wrote it, or start a new run (-n another name)")
         self.task.load_state_dict(state["task"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -276,15 +271,19 @@ class Trainer:
 
     def _micro_step(self, batch: Batch, micro: int, sync: bool):
         clean = batch.wav.to(self.device, non_blocking=True)
-        lengths = batch.lengths.to(self.device)
-        student_frames = int(self.task.student.frame_lengths(lengths.new_tensor([clean.shape[1]]))[0])
-        targets = self.teacher(clean, lengths)
-        _, targets = align_frames(student_frames, targets, self.config.teacher.max_frame_diff, self.config.teacher.name)
+        lengths = batch.lengths.to(self.device, non_blocking=True)  # a blocking copy waits for the device
+        width = clean.shape[1]
+        if width not in self._student_frames:
+            self._student_frames[width] = int(self.task.student.frame_lengths(torch.tensor([width]))[0])
+        # the teacher and the contaminator read lengths on the host: the loader's copy spares a sync
+        targets = self.teacher(clean, batch.lengths)
+        _, targets = align_frames(self._student_frames[width], targets, self.config.teacher.max_frame_diff,
+                                  self.config.teacher.name)
         noisy = clean
         if self.contaminator is not None:
             # one draw per (utterance, step, micro-step): stateless, so resume and DDP replay it exactly
             ids = [f"{Path(path).name}@{self.progress.step}.{micro}" for path in batch.paths]
-            noisy, records = self.contaminator(clean, lengths, step=self.progress.step, utt_ids=ids)
+            noisy, records = self.contaminator(clean, batch.lengths, step=self.progress.step, utt_ids=ids)
             if self.env.main:  # for the SNR histogram, which rank 0 writes
                 self.progress.snrs.extend(r.snr_db for r in records if r.snr_db is not None)
         amp = self.config.run.amp
@@ -296,14 +295,10 @@ class Trainer:
             self.scaler.scale(loss / self.config.optim.accumulate).backward()
         return terms, (enhanced, noisy, clean, lengths)
 
-    def _all_finite(self, value: Tensor) -> bool:
-        flag = torch.tensor([1.0 if bool(torch.isfinite(value)) else 0.0], device=self.device)
-        if self.env.enabled:
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item() == 1.0)
-
-    def train_step(self, batches: Iterator[Batch]) -> tuple[dict[str, float], Any]:
-        """One optimizer step over ``optim.accumulate`` micro-batches; returns averaged terms and the last batch."""
+    def train_step(self, batches: Iterator[Batch]) -> tuple[dict[str, Tensor], Any]:
+        """One optimizer step over ``optim.accumulate`` micro-batches; returns the averaged terms and the gradient
+        norm (0-d tensors on the device: reading them is a host sync, which ``fit`` makes on log steps only) and
+        the last batch. Makes no host read itself (``UpdateGuard``)."""
         accumulate = self.config.optim.accumulate
         sums: dict[str, Tensor] = {}
         for micro in range(accumulate):
@@ -312,28 +307,13 @@ class Trainer:
                 sums[key] = sums.get(key, 0.0) + value.float() / accumulate
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), self.config.optim.clip_grad_norm)
-        if self._all_finite(sums["loss"]) and self._all_finite(grad_norm):
-            self.scaler.step(self.optimizer)
-            self.progress.nonfinite_streak = 0
-        elif self.config.run.amp == "fp16" and self._all_finite(sums["loss"]):
-            self.scaler.step(self.optimizer)  # overflowing fp16 gradients: the scaler skips and lowers its scale
-        else:
-            self.progress.nonfinite_steps += 1
-            self.progress.nonfinite_streak += 1
-            logger.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)",
-                           self.progress.step + 1, self.progress.nonfinite_streak)
-            if self.progress.nonfinite_streak >= self.config.run.max_bad_steps:
-                raise TrainingError(
-                    f"{self.progress.nonfinite_streak} steps in a row with a non-finite loss or gradient (step "
-                    f"{self.progress.step + 1}): lower optim.lr, check the data, or try run.amp=bf16"
-                )
+        self.guard.update(self.optimizer, self.scaler, sums["loss"], grad_norm, self.progress.step + 1, self.progress,
+                          reduce=self.env.enabled)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.progress.step += 1
-        out = {key: float(value) for key, value in sums.items()}
-        out["grad_norm"] = float(grad_norm)
-        return out, last
+        return {**sums, "grad_norm": grad_norm.detach()}, last
 
     # ---------------------------------------------------------------- logging
     def _log(self, terms: dict[str, float], seconds: float, last: Any) -> None:
@@ -366,17 +346,23 @@ class Trainer:
         batches = self._batches()
         bar = tqdm(total=run.total_steps, initial=self.progress.step, disable=not self.env.main, desc="pretrain",
                    dynamic_ncols=True)
+        since = (self.progress.step, time.perf_counter())  # the last log: steps are timed between logs
         while self.progress.step < run.total_steps:
-            start = time.perf_counter()
             terms, last = self.train_step(batches)
-            seconds = time.perf_counter() - start
             step = self.progress.step
-            if self.env.main and (step % run.log_every == 0 or step == run.total_steps):
-                self._log(terms, seconds, last)
+            log = step % run.log_every == 0 or step == run.total_steps
+            save = (run.save_every and step % run.save_every == 0) or step == run.total_steps
+            if log or save:  # on every rank: a diverged run stops on all of them
+                self.guard.resolve(self.optimizer, self.progress)
+            if log and self.env.main:
+                values = dict(zip(terms, torch.stack([v.float() for v in terms.values()]).tolist()))  # one read
+                self._log(values, (time.perf_counter() - since[1]) / (step - since[0]), last)
                 self.progress.snrs.clear()
+                bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+            if log:
+                since = (step, time.perf_counter())
             bar.update(1)
-            bar.set_postfix(loss=f"{terms['loss']:.4f}", refresh=False)
-            if (run.save_every and step % run.save_every == 0) or step == run.total_steps:
+            if save:
                 self.save()
         bar.close()
         if self.writer is not None:

@@ -1,0 +1,144 @@
+"""Deployment speed on CPU: stock s3prl ``distiller_local``, ours in PyTorch, and our ONNX exports in ONNX Runtime
+(fp32, int8 dynamic, int8 static), side by side, same weights, same audio.
+
+    python bench/export_speed.py                  # 1 and 2 threads; 4 x 10 s and 1 x 1 s (a keyword-spotting call)
+    python bench/export_speed.py --threads 1 --repeats 5
+
+Every engine runs as an s3prl upstream (``distiller_local``, ``robustdistiller_local``, ``robustdistiller_onnx_local``)
+in its own fresh process per thread count, so its peak resident memory (``ru_maxrss``, after the 1 x 1 s call and
+after the 4 x 10 s call) is its own. Times: best of --repeats after one warm-up. The checkpoint is the DESIGN 1
+student written by s3prl's own DistillerModel (random init). The int8 rows also give each hidden state's cosine
+to the fp32 export (mean over frames) on the exporter's check batch: 3 files of synthetic speech, which static
+int8 is also calibrated on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ENGINES = {  # name -> (s3prl hub entry, which file it loads)
+    "stock distiller_local": ("distiller_local", "ckpt"),
+    "robustdistiller_local": ("robustdistiller_local", "ckpt"),
+    "ORT fp32": ("robustdistiller_onnx_local", "fp32"),
+    "ORT int8 dynamic": ("robustdistiller_onnx_local", "int8_dynamic"),
+    "ORT int8 static": ("robustdistiller_onnx_local", "int8_static"),
+}
+WORKLOADS = {"4 x 10 s": (4, 10.0), "1 x 1 s": (1, 1.0)}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def worker(entry: str, path: str, threads: int, repeats: int) -> None:
+    """One engine in this process: prints {"workload": seconds, ...} and peak memory as one JSON line."""
+    import torch
+
+    torch.set_num_threads(threads)
+    import s3prl.hub as hub
+
+    from robustdistiller_upstream.synthetic import synthetic_speech
+
+    upstream = getattr(hub, entry)(ckpt=path).eval()
+    result = {"load_rss_mb": peak_rss_mb()}
+    for name, (batch, seconds) in reversed(WORKLOADS.items()):  # the small call first: its peak is its own
+        wavs = [torch.from_numpy(synthetic_speech(seconds, seed=i)) for i in range(batch)]
+        with torch.no_grad():
+            upstream(wavs)
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                upstream(wavs)
+                best = min(best, time.perf_counter() - start)
+        result[name] = best
+        result[f"{name} rss_mb"] = peak_rss_mb()
+    print(json.dumps(result))
+
+
+def build_files(root: Path) -> dict[str, Path]:
+    """The checkpoint and its three ONNX exports; prints what the exporter measured."""
+    import torch
+    from s3prl.upstream.distiller.model import DistillerConfig, DistillerModel
+
+    from robustdistiller_upstream.audio import write_audio_atomic
+    from robustdistiller_upstream.export.onnx import export_onnx
+    from robustdistiller_upstream.export.source import load_export_source
+    from robustdistiller_upstream.model import StudentConfig
+    from robustdistiller_upstream.synthetic import synthetic_speech
+
+    distiller = StudentConfig().to_s3prl()
+    torch.manual_seed(0)
+    ckpt = root / "distiller.ckpt"
+    torch.save({"Config": {"distiller": distiller},
+                "Distiller": DistillerModel(DistillerConfig(dict(distiller))).state_dict()}, ckpt)
+    speech = [write_audio_atomic(root / f"speech{i}.wav", synthetic_speech(4.0, seed=100 + i), 16000)
+              for i in range(3)]
+    source = load_export_source(ckpt)
+    files = {"ckpt": ckpt}
+    for key, mode in (("fp32", None), ("int8_dynamic", "dynamic"), ("int8_static", "static")):
+        report = export_onnx(source, root / f"{key}.onnx", int8=mode, calibration=speech)
+        files[key] = report.path
+        if mode:
+            cosines = ", ".join(f"{name} {value:.4f}" for name, value in report.int8_cosine.items())
+            print(f"  {key} cosine to fp32: {cosines}")
+        else:
+            print(f"  fp32 max |ORT - PyTorch| {max(report.fp32_max_diff.values()):.2e}")
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--worker", nargs=2, metavar=("ENTRY", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(*args.worker, args.threads[0], args.repeats)
+        return
+
+    import onnxruntime
+    import torch
+
+    print(f"CPU: {cpu_model()}; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        files = build_files(Path(tmp))
+        sizes = {key: path.stat().st_size / 1e6 for key, path in files.items()}
+        print("  file sizes: " + ", ".join(f"{k} {v:.1f} MB" for k, v in sizes.items())
+              + f"; int8 / fp32: dynamic {sizes['int8_dynamic'] / sizes['fp32']:.0%}, "
+                f"static {sizes['int8_static'] / sizes['fp32']:.0%}")
+        for threads in args.threads:
+            rows = {}
+            for name, (entry, key) in ENGINES.items():
+                command = [sys.executable, __file__, "--worker", entry, str(files[key]), "--threads", str(threads),
+                           "--repeats", str(args.repeats)]
+                done = subprocess.run(command, capture_output=True, text=True, check=True)
+                rows[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"\n{threads} thread(s), best of {args.repeats}:")
+            print(f"  {'engine':<22}" + "".join(f"{w:>12} {'x ours':>7}" for w in WORKLOADS)
+                  + f" {'peak RSS 1 s / 40 s':>20}")
+            ours = rows["robustdistiller_local"]
+            for name, row in rows.items():
+                cells = "".join(f"{row[w]:>10.3f} s {ours[w] / row[w]:>6.2f}x" for w in WORKLOADS)
+                print(f"  {name:<22}{cells} {row['1 x 1 s rss_mb']:>8.0f} / {row['4 x 10 s rss_mb']:>5.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""``robustdistiller export CKPT --to onnx|hf OUT``: an upstream for ONNX Runtime (fp32, int8) or transformers."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "export a student or pruned checkpoint to ONNX (fp32/int8, checked in ONNX Runtime) or Hugging Face"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ckpt", help="student checkpoint (ours or s3prl DistilHuBERT format) or pruned RD-DPWavLM export")
+    parser.add_argument("--to", choices=("onnx", "hf"), required=True, help="onnx: one .onnx file; hf: a folder")
+    parser.add_argument("out", help="the .onnx file (onnx) or the folder (hf) to write")
+    parser.add_argument("--int8", nargs="?", const="dynamic", choices=("dynamic", "static"), default=None,
+                        help="onnx: quantize to int8 (default dynamic; static calibrates on --calibrate files)")
+    parser.add_argument("--calibrate", nargs="+", default=[], metavar="AUDIO",
+                        help="onnx: audio files to calibrate static int8 on (and to check the export on)")
+    parser.add_argument("--keep-heads", action="store_true",
+                        help="hf: also write the prediction heads to prediction_heads.safetensors")
+    parser.add_argument("--results", metavar="RESULTS_MD",
+                        help="hf: a `robustdistiller report` results.md to put in the model card")
+    parser.add_argument("--force", action="store_true", help="replace an existing file / non-empty folder")
+    parser.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects (only for trusted files)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from robustdistiller_upstream.export.errors import ExportError
+    from robustdistiller_upstream.export.source import load_export_source
+
+    if args.to == "hf" and (args.int8 or args.calibrate):
+        raise ExportError("--int8 and --calibrate apply to --to onnx only")
+    if args.to == "onnx" and (args.keep_heads or args.results):
+        raise ExportError("--keep-heads and --results apply to --to hf only")
+    source = load_export_source(args.ckpt, args.trust_checkpoint)
+    if args.to == "hf":
+        from robustdistiller_upstream.export.hf import export_hf
+
+        report = export_hf(source, args.out, args.force, args.keep_heads, args.results)
+        print(f"wrote {report.path} (AutoModel: {report.auto_class}); HubertModel vs ours, max |diff|:")
+        for name, diff in report.max_diff.items():
+            print(f"  {name:<22} {diff:.2e}")
+        return 0
+    from robustdistiller_upstream.export.onnx import export_onnx
+
+    report = export_onnx(source, args.out, args.int8, args.calibrate, args.force)
+    print(f"wrote {report.path} ({report.precision}, {report.size_bytes / 1e6:.1f} MB)")
+    print(f"  {'hidden state':<22} {'fp32 max|diff|':>14}" + (f" {'int8 cosine':>12}" if report.int8_cosine else ""))
+    for name, diff in report.fp32_max_diff.items():
+        cosine = f" {report.int8_cosine[name]:>12.4f}" if report.int8_cosine else ""
+        print(f"  {name:<22} {diff:>14.2e}{cosine}")
+    return 0

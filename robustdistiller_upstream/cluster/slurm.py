@@ -1,0 +1,127 @@
+"""``--launcher slurm|local-submitit`` and ``--slurm key=value,...``: submitit executors for our jobs.
+
+``slurm`` submits with sbatch (submitit's ``SlurmExecutor``); ``local-submitit`` runs the very same job objects as
+local processes (submitit's ``LocalExecutor``: one process per task, the time-limit signal and the requeue
+included), which is how the tests exercise the SLURM path without a cluster.
+
+Preemption and time limits: SLURM sends ``SIGUSR2`` ``signal_delay_s`` seconds before it kills a job; submitit
+calls the job's ``checkpoint()`` on rank 0 and requeues it (``scontrol requeue``), at most ``max_requeues``
+times (``requeue`` in the script keeps the job requeueable where a cluster's default says otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robustdistiller_upstream.config import from_dict, parse_overrides
+from robustdistiller_upstream.errors import ConfigError
+
+LAUNCHERS = ("local", "slurm", "local-submitit")
+
+
+@dataclass
+class SlurmOptions:
+    """``--slurm key=value,...`` (keys as below; unknown keys are errors)."""
+
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int = 0  # 0: one task per GPU (one task without GPUs)
+    cpus_per_task: int = 0  # 0: the cluster's default
+    mem_gb: float = 0.0  # 0: the cluster's default
+    time: int = 60  # minutes of the time limit
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    signal_delay_s: int = 120  # SIGUSR2 this long before the time limit: the job's checkpoint hook runs then
+    max_requeues: int = 20  # time limits / preemptions a job may be requeued after
+
+    @property
+    def tasks(self) -> int:
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+
+def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--launcher`` and ``--slurm`` (shared by ``pretrain``, ``prune`` and ``run_superb.sh``)."""
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                        help="local: run here (default; torchrun for DDP); slurm: submit with sbatch (submitit); "
+                             "local-submitit: the same jobs as local processes")
+    parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE,...",
+                        help="job resources, e.g. nodes=2,gpus_per_node=8,partition=gpu,time=2880,account=me "
+                             f"(keys: {', '.join(SlurmOptions.__dataclass_fields__)})")
+
+
+def parse_slurm_options(values: list[str], launcher: str) -> SlurmOptions:
+    """``--slurm`` values -> options; refused with ``--launcher local`` (nothing would use them)."""
+    if values and launcher == "local":
+        raise ConfigError("--slurm needs --launcher slurm or local-submitit")
+    options = from_dict(SlurmOptions, parse_overrides(values), "--slurm")
+    if min(options.nodes, options.time) < 1 or min(options.gpus_per_node, options.tasks_per_node) < 0:
+        raise ConfigError(f"--slurm: nodes and time must be >= 1, gpus_per_node and tasks_per_node >= 0 ({options})")
+    return options
+
+
+def _slurm_parameters(options: SlurmOptions, name: str) -> dict[str, Any]:
+    """Keyword arguments of ``SlurmExecutor.update_parameters``."""
+    parameters: dict[str, Any] = {"job_name": name, "nodes": options.nodes, "ntasks_per_node": options.tasks,
+                                  "time": options.time, "signal_delay_s": options.signal_delay_s,
+                                  "additional_parameters": {"requeue": True}}
+    if options.gpus_per_node:
+        parameters["gpus_per_node"] = options.gpus_per_node
+    if options.cpus_per_task:
+        parameters["cpus_per_task"] = options.cpus_per_task
+    if options.mem_gb:
+        parameters["mem"] = f"{int(options.mem_gb * 1024)}MB"
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(options, key):
+            parameters[key] = getattr(options, key)
+    return parameters
+
+
+def make_executor(launcher: str, folder: str | Path, options: SlurmOptions, name: str):
+    """A submitit executor writing its pickles and logs (``%j_<task>_log.out/err``) to ``folder``."""
+    import submitit
+
+    if launcher == "slurm":
+        return _slurm_executor(submitit.SlurmExecutor, folder, options, name)
+    if launcher != "local-submitit":
+        raise ConfigError(f"--launcher {launcher!r}: no executor (one of {LAUNCHERS[1:]})")
+    if options.nodes != 1:
+        raise ConfigError("--launcher local-submitit runs on this machine: --slurm nodes must be 1")
+    executor = submitit.LocalExecutor(folder, max_num_timeout=options.max_requeues)
+    # LocalExecutor hides the GPUs it was not asked for (CUDA_VISIBLE_DEVICES)
+    executor.update_parameters(timeout_min=options.time, tasks_per_node=options.tasks,
+                               gpus_per_node=options.gpus_per_node, signal_delay_s=options.signal_delay_s)
+    return executor
+
+
+def _slurm_executor(executor_class: Any, folder: str | Path, options: SlurmOptions, name: str) -> Any:
+    executor = executor_class(folder, max_num_timeout=options.max_requeues)
+    executor.update_parameters(**_slurm_parameters(options, name))
+    return executor
+
+
+def sbatch_script(folder: str | Path, options: SlurmOptions, name: str) -> str:
+    """The sbatch file ``--launcher slurm`` submits for a job (what ``--dry-run`` prints), written by submitit's own
+    ``SlurmExecutor``; nothing is submitted, and no SLURM is needed here."""
+    import submitit
+
+    class ScriptOnly(submitit.SlurmExecutor):
+        @classmethod
+        def affinity(cls) -> int:  # submitit refuses to build a SlurmExecutor where srun is missing
+            return 1
+
+    executor = _slurm_executor(ScriptOnly, folder, options, name)
+    return executor._make_submission_file_text(executor._submitit_command_str, "<uid>")
+
+
+def export_torch_environment() -> None:
+    """Inside a submitit job: sets torch.distributed's ``MASTER_ADDR`` (the job's first node), ``MASTER_PORT`` (from
+    the job id), ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` from ``submitit.JobEnvironment``, as torchrun would."""
+    from submitit.helpers import TorchDistributedEnvironment
+
+    # CUDA_VISIBLE_DEVICES stays: the loop picks cuda:LOCAL_RANK among the node's GPUs
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)

@@ -1,0 +1,89 @@
+"""The job state of a folder (a sweep's ``summary.json``, a training run's ``jobs.json``) and the table
+``robustdistiller jobs DIR`` prints.
+
+Both files hold ``{"launcher": ..., "jobs_folder": ..., "runs": [row, ...]}``; a row has ``task``, ``kind``,
+``condition``, ``status`` (todo / queued / running / done / skipped / failed / blocked), ``reason`` and, for a
+run submitted through submitit, ``job_id`` and ``log`` (its stdout; stderr beside it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from robustdistiller_upstream.errors import UserError
+
+JOBS_FILE = "jobs.json"
+STATE_FILES = ("summary.json", JOBS_FILE)  # a sweep's, a training run's
+IN_FLIGHT = ("queued", "running")
+# SLURM states (sacct) -> ours; any other state of a job that left the queue is a failure
+_SLURM = {"PENDING": "queued", "REQUEUED": "queued", "CONFIGURING": "queued", "RUNNING": "running",
+          "COMPLETING": "running", "COMPLETED": "done"}
+
+
+def job_fields(job: Any) -> dict[str, str]:
+    """``job_id`` and ``log`` of a submitted submitit job (rank 0's stdout)."""
+    return {"job_id": str(job.job_id), "log": str(job.paths.stdout)}
+
+
+def live_status(job: Any) -> str:
+    """queued / running / finished (its result or error is ready) of a submitted submitit job."""
+    if job.done():
+        return "finished"
+    return "queued" if _SLURM.get(str(job.state).split()[0].upper()) == "queued" else "running"
+
+
+def _status_from_folder(row: dict[str, Any], folder: Path, launcher: str) -> Optional[str]:
+    """The status of a row's job read back from submitit's files (any launcher) or sacct (SLURM), None when
+    nothing says more than the row."""
+    import submitit
+    from submitit.core.utils import JobPaths, pickle_load
+
+    result = JobPaths(folder, row["job_id"], 0).result_pickle
+    if result.exists():
+        outcome, value = pickle_load(result)
+        if outcome != "success":
+            return "failed"
+        return value.get("status", "done") if isinstance(value, dict) else "done"
+    if launcher != "slurm":
+        return None
+    try:
+        state = str(submitit.SlurmJob(folder, row["job_id"]).state).split()[0].upper()
+    except Exception:  # no sacct here (another machine than the cluster's)
+        return None
+    return _SLURM.get(state, "failed" if state != "UNKNOWN" else None)
+
+
+def read_state(folder: str | Path, refresh: bool = True) -> tuple[Path, dict[str, Any]]:
+    """The state file of ``folder`` and its content; rows still in flight are brought up to date from the jobs'
+    files (and sacct on a SLURM login node) when ``refresh``."""
+    folder = Path(folder)
+    path = next((folder / name for name in STATE_FILES if (folder / name).is_file()), None)
+    if path is None:
+        raise UserError(f"{folder}: no {' or '.join(STATE_FILES)} (not a sweep or training folder, or nothing "
+                        f"was started there yet)")
+    state = json.loads(path.read_text())
+    if refresh and state.get("jobs_folder"):
+        for row in state["runs"]:
+            if row.get("job_id") and row["status"] in IN_FLIGHT:
+                row["status"] = _status_from_folder(row, Path(state["jobs_folder"]), state["launcher"]) or row["status"]
+    return path, state
+
+
+def table(state: dict[str, Any]) -> str:
+    """One line per run: task, run, status, job id, log (and the reason of a failure)."""
+    header = ("TASK", "RUN", "STATUS", "JOB", "LOG")
+    lines = [header]
+    for row in state["runs"]:
+        run = row["kind"] + (f" {row['condition']}" if row.get("condition") else "")
+        lines.append((row["task"], run, row["status"], row.get("job_id", "") or "-", row.get("log", "") or "-"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    out = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) + "  " + line[-1] for line in lines]
+    counts: dict[str, int] = {}
+    for row in state["runs"]:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    out.append(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    out += [f"{row['task']} {row['kind']} {row.get('condition', '')}: {row['reason']}".replace("  ", " ")
+            for row in state["runs"] if row["status"] in ("failed", "blocked") and row.get("reason")]
+    return "\n".join(out)

@@ -1,0 +1,126 @@
+"""Pretraining as a submitit job (``--launcher local-submitit``: submitit's LocalExecutor, real processes, the job
+object ``--launcher slurm`` submits): 2-task DDP keeps ranks identical; the time-limit signal checkpoints,
+requeues and resumes exactly; the sbatch script of the README's command is checked without submitting it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain_helpers import cli, make_world, recipe, write_recipe
+
+pytest.importorskip("submitit")
+
+from submitit.core.utils import JobPaths, pickle_load  # noqa: E402
+
+from robustdistiller_upstream.cluster.jobs import parameters_digest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _losses(exp: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (exp / "log.jsonl").read_text().splitlines())}
+
+
+def _job(exp: Path) -> dict:
+    return json.loads((exp / "jobs.json").read_text())["runs"][0]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster")
+    world = make_world(root, n_speakers=2, n_utterances=4)
+    path = write_recipe(root / "tiny.yaml", recipe(world, robust=True, run={"total_steps": 8, "save_every": 2}))
+    return root, path
+
+
+def test_two_task_job_keeps_parameters_identical_across_ranks(world):
+    root, path = world
+    result = cli("pretrain", "-c", str(path), "-n", "ddp", "-o", "run.total_steps=3,run.save_every=0",
+                 "--launcher", "local-submitit", "--slurm", "tasks_per_node=2,time=10", cwd=root)
+    exp = root / "exp" / "ddp"
+    assert result.returncode == 0, result.stderr[-3000:] + (exp / "jobs").as_posix()
+    job = _job(exp)
+    assert job["status"] == "done" and Path(job["log"]).is_file()
+    ranks = [pickle_load(JobPaths(exp / "jobs", job["job_id"], task).result_pickle) for task in (0, 1)]
+    assert [outcome for outcome, _ in ranks] == ["success", "success"]
+    rank0, rank1 = (value for _, value in ranks)
+    assert (rank0["rank"], rank1["rank"], rank0["step"], rank1["step"]) == (0, 1, 3, 3)
+    saved = torch.load(exp / "resume-step3.pt", weights_only=True)
+    assert saved["world_size"] == 2  # one process group over the job's two tasks
+    assert rank0["parameters"] == rank1["parameters"] == parameters_digest(saved["task"])
+    assert rank0["checkpoint"].endswith("student-step3.ckpt") and not rank1["checkpoint"]
+
+    shown = cli("jobs", str(exp), cwd=root)
+    assert shown.returncode == 0, shown.stderr
+    line = next(line for line in shown.stdout.splitlines() if line.startswith("ddp "))
+    assert "pretrain" in line and " done " in line and job["job_id"] in line and job["log"] in line
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_time_limit_requeues_the_job_and_it_resumes_exactly(world):
+    root, path = world
+    full = cli("pretrain", "-c", str(path), "-n", "full", cwd=root)  # today's launcher, uninterrupted
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    exp = root / "exp" / "limited"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    submitter = subprocess.Popen([sys.executable, "-m", "robustdistiller_upstream.cli", "pretrain", "-c", str(path),
+                                  "-n", "limited", "--launcher", "local-submitit", "--slurm", "time=10"],
+                                 cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (exp / "resume-step2.pt").exists():
+            assert submitter.poll() is None and time.monotonic() < deadline, "no first resume file"
+            time.sleep(0.02)
+        # what SLURM (and submitit's local controller) sends signal_delay_s before the time limit, to the task
+        (task,) = _children(int(_job(exp)["job_id"]))
+        os.kill(task, signal.SIGUSR2)
+        out, _ = submitter.communicate(timeout=240)
+    finally:
+        if submitter.poll() is None:
+            os.killpg(submitter.pid, signal.SIGKILL)
+    assert submitter.returncode == 0, out[-3000:]
+    job = _job(exp)
+    log = Path(job["log"]).read_text() + Path(job["log"]).with_suffix(".err").read_text()
+    assert "this job is timed-out" in log and "Requeued job" in log  # submitit's checkpoint + requeue
+    assert "resumed from" in log  # the requeued job started from the newest resume file
+    assert job["status"] == "done"
+    limited = _losses(exp)
+    assert sorted(limited) == list(range(1, 9))
+    assert limited == _losses(root / "exp" / "full")  # bitwise, across the requeue
+
+
+def test_sbatch_script_of_the_readme_command(world):
+    root, _ = world
+    result = cli("pretrain", "-c", str(REPO / "pretrain" / "rd_wavlm.yaml"), "-n", "rd_wavlm", "--launcher", "slurm",
+                 "--slurm", "nodes=2,gpus_per_node=8,partition=gpu,time=2880,account=myproj", "--dry-run", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    flags = {line.split("=")[0]: line.partition("=")[2] for line in result.stdout.splitlines()
+             if line.startswith("#SBATCH")}
+    assert flags["#SBATCH --nodes"] == "2" and flags["#SBATCH --gpus-per-node"] == "8"
+    assert flags["#SBATCH --ntasks-per-node"] == "8"  # one DDP process per GPU: 16 in all
+    assert flags["#SBATCH --partition"] == "gpu" and flags["#SBATCH --account"] == "myproj"
+    assert flags["#SBATCH --time"] == "2880"
+    assert flags["#SBATCH --signal"] == "USR2@120"  # the checkpoint hook's warning, 2 min before the limit
+    assert "#SBATCH --requeue" in flags
+    jobs = root / "exp" / "rd_wavlm" / "jobs"
+    assert flags["#SBATCH --output"] == f"{jobs}/%j_0_log.out"
+    assert "srun --unbuffered" in result.stdout and "submitit.core._submit" in result.stdout
+    assert not (root / "exp" / "rd_wavlm").exists()  # nothing submitted, nothing written
+
+    bad = cli("pretrain", "-c", str(REPO / "pretrain" / "rd_wavlm.yaml"), "-n", "x", "--launcher", "slurm",
+              "--slurm", "gpus=8", "--dry-run", cwd=root)
+    assert bad.returncode == 2 and "--slurm: unknown key(s) ['gpus']" in bad.stderr

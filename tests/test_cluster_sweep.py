@@ -1,0 +1,166 @@
+"""The SUPERB sweep as cluster jobs (``run_superb.sh --launcher local-submitit``: submitit's LocalExecutor, the
+job objects ``--launcher slurm`` submits) on the small spoken KS/IC corpora: the same results table as the local
+launcher, job ids and logs in the sweep state, and one build of a condition copy that two sweeps need at once.
+
+KS needs torchaudio.sox_effects (stock stack); the current stack runs IC alone (test_superb_e2e.py says why).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torchaudio
+
+from robustdistiller_upstream.cluster.locks import exclusive
+from robustdistiller_upstream.synthetic import have_espeak
+
+pytest.importorskip("submitit")
+
+REPO = Path(__file__).resolve().parents[1]
+CONDITIONS = """\
+conditions:
+  clean: {spec: clean, seed: 0}
+  white_snr5: {spec: "noise:white:snr=5", seed: 0}
+"""
+# the smallest training that ends with a best checkpoint: one dev evaluation after 20 steps
+OVERRIDES = ["runner.total_steps=20", "runner.eval_step=20", "runner.save_step=20", "runner.log_step=10",
+             "optimizer.lr=1.0e-3", "KS:downstream_expert.datarc.batch_size=8",
+             "IC:downstream_expert.datarc.train_batch_size=8"]
+TASKS = "KS,IC" if hasattr(torchaudio, "sox_effects") else "IC"
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHON=sys.executable, SUPERB_NUM_WORKERS="0", OMP_NUM_THREADS="1")
+
+
+def _sweep(data: Path, conditions: Path, exp: Path, *extra: str, tasks: str = TASKS) -> list[str]:
+    command = ["bash", str(REPO / "run_superb.sh"), "--upstream", "fbank_no_cmvn", "--tasks", tasks,
+               "--conditions", str(conditions), "--data-root", str(data), "--exp-root", str(exp), *extra]
+    for override in OVERRIDES:
+        command += ["-o", override]
+    return command
+
+
+def _run(command: list[str]) -> str:
+    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{command[:4]} failed:\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def _results(tag_dir: Path) -> dict[tuple[str, str], dict]:
+    rows = (json.loads(p.read_text()) for p in tag_dir.glob("*/*/result.json"))
+    return {(r["task"], r["condition"]): r["metrics"] for r in rows}
+
+
+def _builds(copy: Path) -> int:
+    """Builds of a condition copy: each writes one header line to its contaminate.log."""
+    return sum(line.startswith("# ") for line in (copy / "contaminate.log").read_text().splitlines())
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    if not have_espeak():
+        pytest.skip("espeak-ng is not installed: the KS/IC corpora are spoken by it")
+    from superb_corpora import write_fluent_commands, write_speech_commands
+
+    root = tmp_path_factory.mktemp("superb_data")
+    if "KS" in TASKS:
+        write_speech_commands(root)
+    write_fluent_commands(root)
+    conditions = root / "conditions.yaml"
+    conditions.write_text(CONDITIONS)
+    return root, conditions
+
+
+def test_readme_sweep_command_plans_slurm_jobs(corpora, tmp_path):
+    data, conditions = corpora
+    plan = _run(_sweep(data, conditions, tmp_path / "exp", "--launcher", "slurm", "--slurm",
+                       "partition=gpu,gpus_per_node=1,time=1440", "--max-parallel", "24", "--dry-run"))
+    assert "-d fluent_commands" in plan and "CANNOT RUN" not in plan.split("# sbatch")[0].split("IC ")[1]
+    assert "#SBATCH --gpus-per-node=1" in plan and "#SBATCH --ntasks-per-node=1" in plan
+    assert "#SBATCH --time=1440" in plan and "#SBATCH --requeue" in plan and "#SBATCH --signal=USR2@120" in plan
+    assert not (tmp_path / "exp").exists()
+    local = subprocess.run(_sweep(data, conditions, tmp_path / "exp", "--max-parallel", "2"), env=_env(),
+                           capture_output=True, text=True)
+    assert local.returncode == 2 and "--max-parallel caps cluster jobs" in local.stderr
+
+
+def _wait_for_lock(logs: list[Path], what: str, sweeps: list[subprocess.Popen]) -> None:
+    """Until each of ``logs`` (a glob's files, or one file) says it waits for the lock of ``what``."""
+    deadline = time.monotonic() + 600
+    while not all(any(f"waiting for condition copy {what}" in f.read_text() for f in log.parent.glob(log.name))
+                  for log in logs):
+        assert all(s.poll() is None for s in sweeps) and time.monotonic() < deadline, f"no wait for {what}"
+        time.sleep(0.5)
+
+
+def test_two_sweeps_at_once_local_submitit_and_local_build_each_copy_once_and_agree(corpora, tmp_path):
+    """Two sweeps started together on one --cond-root: one through local-submitit (every run a job), one through
+    today's local launcher. The test holds the first task's copy lock until both sweeps wait for it, so the two
+    really race for it."""
+    from robustdistiller_upstream.superb.sweep import Sweep, SweepConfig
+
+    data, conditions = corpora
+    conds = tmp_path / "conditions"
+    cluster_exp, local_exp = tmp_path / "cluster", tmp_path / "local"
+    tasks = TASKS.split(",")
+    raced = conds / tasks[0] / "white_snr5"
+    with exclusive(raced / ".lock"):
+        with open(tmp_path / "local.err", "w") as local_err:
+            sweeps = [subprocess.Popen(_sweep(data, conditions, cluster_exp, "--tag", "fbank", "--cond-root",
+                                              str(conds), "--launcher", "local-submitit", "--max-parallel", "2"),
+                                       env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                      subprocess.Popen(_sweep(data, conditions, local_exp, "--tag", "fbank", "--cond-root",
+                                              str(conds)), env=_env(), stdout=subprocess.DEVNULL, stderr=local_err)]
+        _wait_for_lock([cluster_exp / "fbank" / "jobs" / "*_log.err", tmp_path / "local.err"], f"{tasks[0]}/white_snr5",
+                       sweeps)
+        assert not (raced / "contaminate.log").exists()
+    for sweep in sweeps:
+        assert sweep.wait(timeout=900) == 0, (tmp_path / "local.err").read_text()[-3000:]
+    for task in tasks:
+        assert _builds(conds / task / "white_snr5") == 1  # built once, whichever sweep got there first
+
+    summary = json.loads((cluster_exp / "fbank" / "summary.json").read_text())
+    kinds = sorted((r["task"], r["kind"], r["condition"]) for r in summary["runs"])
+    evaluations = [(t, "evaluate", c) for t in tasks for c in ("clean", "white_snr5")]
+    assert all(k in kinds for k in [(t, "train", "") for t in tasks] + evaluations)
+    assert {r["status"] for r in summary["runs"]} == {"done"}
+    assert all(r["job_id"] and Path(r["log"]).is_file() for r in summary["runs"])
+    assert len({r["job_id"] for r in summary["runs"]}) == len(summary["runs"])  # each copy, training, evaluation
+    shown = subprocess.run([sys.executable, "-m", "robustdistiller_upstream.cli", "jobs", str(cluster_exp / "fbank")],
+                           env=_env(), capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{len(summary['runs'])} done" in shown.stdout and summary["runs"][0]["log"] in shown.stdout
+
+    assert _results(local_exp / "fbank") == _results(cluster_exp / "fbank") != {}
+    tables = []
+    for exp in (cluster_exp, local_exp):
+        _run([sys.executable, "-m", "robustdistiller_upstream.cli", "report", str(exp / "fbank"), "--out",
+              str(exp / "report")])
+        tables.append((exp / "report" / "results.md").read_text())
+    assert tables[0] == tables[1] and "white_snr5" in tables[0]
+
+    # the raced copy has the bytes of a copy built alone
+    alone = Sweep(SweepConfig(upstream="fbank_no_cmvn", tasks=tasks[0], conditions=str(conditions),
+                              only_conditions=["white_snr5"], data_root=str(data), exp_root=str(tmp_path / "ref"),
+                              cond_root=str(tmp_path / "ref_conditions")))
+    alone.condition_copy(alone.plans[0], alone.conditions[0])
+    reference = tmp_path / "ref_conditions" / tasks[0] / "white_snr5" / "out"
+    wavs = sorted(p.relative_to(reference) for p in reference.rglob("*.wav"))
+    assert wavs and wavs == sorted(p.relative_to(raced / "out") for p in (raced / "out").rglob("*.wav"))
+    assert all((raced / "out" / w).read_bytes() == (reference / w).read_bytes() for w in wavs)
+
+    jobs_before = sorted(p.name for p in (cluster_exp / "fbank" / "jobs").iterdir())
+    _run(_sweep(data, conditions, cluster_exp, "--tag", "fbank", "--cond-root", str(conds),
+                "--launcher", "local-submitit"))  # a rerun: nothing left to submit
+    rerun = json.loads((cluster_exp / "fbank" / "summary.json").read_text())
+    assert {r["status"] for r in rerun["runs"]} == {"skipped"}
+    done_by = {(r["task"], r["kind"], r["condition"]): r["job_id"] for r in summary["runs"]}
+    assert all(r["job_id"] == done_by[(r["task"], r["kind"], r["condition"])] for r in rerun["runs"])
+    assert sorted(p.name for p in (cluster_exp / "fbank" / "jobs").iterdir()) == jobs_before
