@@ -34,8 +34,8 @@ UNITS = {"extractor_prune_conv_channels": True, "encoder_prune_attention_heads":
          "encoder_prune_feed_forward_intermediate": True}
 
 
-def controller_sizes(teacher: Path, sparsity: float, steps: int = 250):
-    """The dense export of a gated copy whose gates only the Lagrangian controller has moved."""
+def controller_gates(teacher: Path, sparsity: float, steps: int = 250):
+    """A gated copy whose gates only the Lagrangian controller has moved."""
     model = model_from_teacher(teacher, UNITS)
     config = SparsityConfig(target=sparsity, warmup_steps=steps // 2, reg_lr=0.1)
     controller = LagrangianController(config, num_params(model))
@@ -47,21 +47,26 @@ def controller_sizes(teacher: Path, sparsity: float, steps: int = 250):
         loss.backward()
         controller.ascend()
         optimizer.step()
-    return export_pruned(model)
+    return model
+
+
+def best_time(step, repeats: int, device: torch.device) -> float:
+    """Seconds of ``step()``: the fastest of ``repeats`` after a warm-up call, the device synchronised."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    step()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def timed(expert, wavs, repeats: int, device: torch.device) -> float:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with torch.inference_mode():
-        expert(wavs)
-        sync()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            expert(wavs)
-            sync()
-            times.append(time.perf_counter() - start)
-    return min(times)
+        return best_time(lambda: expert(wavs), repeats, device)
 
 
 def main() -> None:
@@ -77,7 +82,8 @@ def main() -> None:
     wavs = [torch.randn(int(args.seconds * 16000), device=device) * 0.1 for _ in range(args.batch)]
     with tempfile.TemporaryDirectory() as tmp:
         teacher = write_wavlm_checkpoint(Path(tmp) / "wavlm_base_plus.pt", **BASE_PLUS)
-        pruned = save_pruned_checkpoint(Path(tmp) / "pruned.pth", controller_sizes(teacher, args.sparsity))
+        pruned = save_pruned_checkpoint(Path(tmp) / "pruned.pth",
+                                        export_pruned(controller_gates(teacher, args.sparsity)))
         full = save_pruned_checkpoint(Path(tmp) / "full.pth", model_from_teacher(teacher))
         reference = hub.wavlm_local(ckpt=str(teacher)).to(device).eval()
         ours_full = robustdistiller_dpwavlm_local(ckpt=str(full)).to(device).eval()

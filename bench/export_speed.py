@@ -5,8 +5,8 @@
     python bench/export_speed.py --threads 1 --repeats 5
 
 Every engine runs as an s3prl upstream (``distiller_local``, ``robustdistiller_local``, ``robustdistiller_onnx_local``)
-in its own fresh process per thread count, so its peak resident memory (``ru_maxrss``, after the 1 x 1 s call and
-after the 4 x 10 s call) is its own. Times: best of --repeats after one warm-up. The checkpoint is the DESIGN 1
+in its own fresh process per thread count; peak resident memory (Linux ``VmHWM``, reset after loading and before
+each workload, so it is the process's peak while it runs that workload: model, runtime and activations) is its own. Times: best of --repeats after one warm-up. The checkpoint is the DESIGN 1
 student written by s3prl's own DistillerModel (random init). The int8 rows also give each hidden state's cosine
 to the fp32 export (mean over frames) on the exporter's check batch: 3 files of synthetic speech, which static
 int8 is also calibrated on.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -44,8 +43,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def reset_peak_rss() -> None:
+    """Linux: makes VmHWM (peak resident memory) start again from the current resident memory."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def worker(entry: str, path: str, threads: int, repeats: int) -> None:
@@ -58,9 +65,10 @@ def worker(entry: str, path: str, threads: int, repeats: int) -> None:
     from robustdistiller_upstream.synthetic import synthetic_speech
 
     upstream = getattr(hub, entry)(ckpt=path).eval()
-    result = {"load_rss_mb": peak_rss_mb()}
+    result = {}
     for name, (batch, seconds) in reversed(WORKLOADS.items()):  # the small call first: its peak is its own
         wavs = [torch.from_numpy(synthetic_speech(seconds, seed=i)) for i in range(batch)]
+        reset_peak_rss()  # importing s3prl.hub peaks above any call: measure each call's own peak
         with torch.no_grad():
             upstream(wavs)
             best = float("inf")

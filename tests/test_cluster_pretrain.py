@@ -98,6 +98,8 @@ def test_time_limit_requeues_the_job_and_it_resumes_exactly(world):
     assert "this job is timed-out" in log and "Requeued job" in log  # submitit's checkpoint + requeue
     assert "resumed from" in log  # the requeued job started from the newest resume file
     assert job["status"] == "done"
+    again = cli("pretrain", "-c", str(path), "-n", "limited", "--launcher", "local-submitit", cwd=root)
+    assert again.returncode == 2 and "already holds a run: pass --resume" in again.stderr  # refused, not queued
     limited = _losses(exp)
     assert sorted(limited) == list(range(1, 9))
     assert limited == _losses(root / "exp" / "full")  # bitwise, across the requeue

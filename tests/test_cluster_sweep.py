@@ -164,3 +164,24 @@ def test_two_sweeps_at_once_local_submitit_and_local_build_each_copy_once_and_ag
     done_by = {(r["task"], r["kind"], r["condition"]): r["job_id"] for r in summary["runs"]}
     assert all(r["job_id"] == done_by[(r["task"], r["kind"], r["condition"])] for r in rerun["runs"])
     assert sorted(p.name for p in (cluster_exp / "fbank" / "jobs").iterdir()) == jobs_before
+
+
+def test_failed_jobs_are_recorded_block_what_needs_them_and_the_rest_goes_on(tmp_path):
+    """SID without its data: the training job fails in the stock runner, the condition-copy job fails on its own
+    (nothing to contaminate), the evaluations that needed them are blocked; reasons and logs land in the sweep state."""
+    conditions = tmp_path / "conditions.yaml"
+    conditions.write_text(CONDITIONS)
+    (tmp_path / "VoxCeleb1").mkdir()
+    (tmp_path / "VoxCeleb1" / "iden_split.txt").write_text("")
+    exp = tmp_path / "exp"
+    result = subprocess.run(_sweep(tmp_path, conditions, exp, "--launcher", "local-submitit", tasks="SID"),
+                            env=_env(), capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr[-3000:]
+    runs = {(r["kind"], r["condition"]): r for r in
+            json.loads((exp / "fbank_no_cmvn" / "summary.json").read_text())["runs"]}
+    assert runs[("train", "")]["status"] == "failed" and "run.log" in runs[("train", "")]["reason"]
+    assert runs[("train", "")]["reason"].endswith(f"(job log {runs[('train', '')]['log']})")
+    assert runs[("condition", "white_snr5")]["status"] == "failed"  # ran although the training failed
+    assert "contaminate failed for SID/white_snr5" in runs[("condition", "white_snr5")]["reason"]
+    assert {runs[("evaluate", c)]["status"] for c in ("clean", "white_snr5")} == {"blocked"}
+    assert not runs[("evaluate", "clean")]["job_id"]  # never submitted

@@ -83,10 +83,14 @@ def test_narrow_preset_fp32_matches_pytorch(tmp_path):
     assert [h.shape[-1] for h in hidden] == [384] * 6
 
 
-@pytest.mark.parametrize("kind,cnn", [("wavlm", "default"), ("hubert", "default"), ("wavlm", "layer_norm")])
-def test_pruned_export_fp32_matches_pytorch(tmp_path, kind, cnn):
-    """Per-layer head and FFN-unit counts (some blocks removed) survive the export."""
-    dense = export_pruned(gated_copy(write_teacher(kind, tmp_path / "teacher.pt", extractor_mode=cnn)))
+@pytest.mark.parametrize("kind,cfg", [("wavlm", {}), ("hubert", {}),
+                                     ("wavlm", {"extractor_mode": "layer_norm", "normalize": True})],
+                         ids=["wavlm", "hubert", "wavlm_large_style"])
+def test_pruned_export_fp32_matches_pytorch(tmp_path, kind, cfg):
+    """Per-layer head and FFN-unit counts (some blocks removed) survive the export; so do WavLM Large's layer-norm
+    CNN and waveform normalisation."""
+    dense = export_pruned(gated_copy(write_teacher(kind, tmp_path / "teacher.pt", **cfg)))
+    assert dense.arch.normalize_waveform == bool(cfg.get("normalize"))
     assert len(set(dense.arch.encoder_ff_interm_features)) > 1  # really per-layer sizes
     ckpt = save_pruned_checkpoint(tmp_path / "pruned.pth", dense)
     report = export_onnx(load_export_source(ckpt), tmp_path / "pruned.onnx")

@@ -11,10 +11,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ckpt", help="student checkpoint (ours or s3prl DistilHuBERT format) or pruned RD-DPWavLM export")
     parser.add_argument("--to", choices=("onnx", "hf"), required=True, help="onnx: one .onnx file; hf: a folder")
     parser.add_argument("out", help="the .onnx file (onnx) or the folder (hf) to write")
-    parser.add_argument("--int8", nargs="?", const="dynamic", choices=("dynamic", "static"), default=None,
-                        help="onnx: quantize to int8 (default dynamic; static calibrates on --calibrate files)")
+    int8 = parser.add_mutually_exclusive_group()
+    int8.add_argument("--int8", dest="int8", action="store_const", const="dynamic",
+                      help="onnx: dynamic int8 (int8 weights of the linear layers; no data needed)")
+    int8.add_argument("--int8-static", dest="int8", action="store_const", const="static",
+                      help="onnx: static int8 (convolutions too), activation ranges calibrated on --calibrate files")
     parser.add_argument("--calibrate", nargs="+", default=[], metavar="AUDIO",
-                        help="onnx: audio files to calibrate static int8 on (and to check the export on)")
+                        help="onnx: audio files to calibrate static int8 on; the export is also checked on them")
     parser.add_argument("--keep-heads", action="store_true",
                         help="hf: also write the prediction heads to prediction_heads.safetensors")
     parser.add_argument("--results", metavar="RESULTS_MD",

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from robustdistiller_upstream.cluster.slurm import make_executor, parse_slurm_options, sbatch_script
-from robustdistiller_upstream.cluster.state import JOBS_FILE, job_fields
-from robustdistiller_upstream.errors import ConfigError
+from robustdistiller_upstream.cluster.state import JOBS_FILE, failure_reason, job_fields
+from robustdistiller_upstream.errors import ConfigError, TrainingError
 from robustdistiller_upstream.superb.state import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,8 @@ def launch_training(job: TrainingJob, args: argparse.Namespace) -> int:
     if args.dry_run:
         print(sbatch_script(folder, options, name))
         return 0
+    if not job.resume and job.has_resume_state():  # the job would refuse it: say so before it queues
+        raise TrainingError(f"{job.exp_dir} already holds a run: pass --resume or pick another -n name")
     job = dataclasses.replace(job, exp_dir=job.exp_dir.resolve())  # the job may start in another folder
     submitted = make_executor(args.launcher, folder, options, name).submit(job)
     row = {"task": job.exp_dir.name, "kind": job.kind, "condition": "", "status": "queued", "reason": "",
@@ -116,7 +118,7 @@ def launch_training(job: TrainingJob, args: argparse.Namespace) -> int:
     try:
         submitted.results()
     except Exception as exc:  # the job's own error, with the log to read
-        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        reason = failure_reason(exc)
     row.update(status="failed" if reason else "done", reason=reason)
     _write_jobs(job.exp_dir, args.launcher, folder, row)
     if reason:

@@ -27,6 +27,20 @@ def job_fields(job: Any) -> dict[str, str]:
     return {"job_id": str(job.job_id), "log": str(job.paths.stdout)}
 
 
+def failure_reason(exc: BaseException) -> str:
+    """One line out of a failed submitit job's error: the last line of the job's traceback (``Class: message``;
+    the message alone for a step's own failure, a ``...StepFailed``), else the error's last line."""
+    text = str(exc)
+    sections = text.split("-" * 22)  # submitit's FailedJobError frames the job's traceback with these
+    lines = [line.strip() for line in (sections[1] if len(sections) >= 3 else text).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    name, sep, message = lines[-1].partition(": ")
+    if sep and name.replace(".", "").replace("_", "").isalnum():
+        return message if name.endswith("StepFailed") else f"{name.rsplit('.', 1)[-1]}: {message}"
+    return lines[-1]
+
+
 def live_status(job: Any) -> str:
     """queued / running / finished (its result or error is ready) of a submitted submitit job."""
     if job.done():

@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -57,10 +58,10 @@ class AudioCalibrationReader:
 
 @contextmanager
 def _quiet_root_logger() -> Iterator[None]:
-    """onnxruntime.quantization logs every tensor it skips on the root logger at INFO."""
+    """onnxruntime.quantization logs every tensor it skips (float64 ones: a warning) on the root logger."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(max(level, logging.WARNING))
+    root.setLevel(max(level, logging.ERROR))
     try:
         yield
     finally:
@@ -98,7 +99,8 @@ def quantize_int8(fp32: Path, out: Path, mode: str, calibration: Sequence[str | 
             raise ExportError("static int8 quantization needs calibration audio files")
         reader = AudioCalibrationReader(calibration)  # duck-typed CalibrationDataReader
         logger.info("calibrating activation ranges on %d file(s)", len(calibration))
-        quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                        calibrate_method=CalibrationMethod.Percentile, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS["static"],
-                        nodes_to_exclude=fp32_nodes(prepared))
+        with redirect_stdout(io.StringIO()):  # the calibrators print their progress
+            quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                            calibrate_method=CalibrationMethod.Percentile, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS["static"],
+                            nodes_to_exclude=fp32_nodes(prepared))

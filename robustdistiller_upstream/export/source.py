@@ -2,12 +2,13 @@
 traceable module that returns the s3prl upstream's hidden states, beside the PyTorch forward it must equal.
 
 The traceable module computes what our s3prl upstreams compute, in eval mode (dropout and layer drop are absent
-from the trace; torchaudio's own export breaks on layer drop, pytorch/audio #4116), with three changes that make
-one graph serve every batch:
+from the trace; torchaudio's own export breaks on layer drop, pytorch/audio #4116), with changes that make one
+graph serve every batch and quantize well:
 
 - no branch on the data: the key-padding mask is always applied (an all-valid mask changes nothing);
 - the student's first conv reads its input windows through a conv with identity taps: the upstream takes them as
   a ``Tensor.unfold`` view, which ONNX can only express as a loop over frames;
+- the prediction heads' split linear is one batched MatMul (no int8 mode quantizes the model's Einsum);
 - waveform normalisation of pruned Large-style models (``normalize_waveform``) runs masked over the batch instead
   of utterance by utterance.
 """

@@ -1,12 +1,14 @@
 """Layer-wise L1 + cosine distillation (DistilHuBERT, Chang et al. 2022; RobustDistiller, DESIGN 1).
 
 Per distilled layer: ``l1_weight * mean|s - t| + cos_weight * mean(-log sigmoid(cos(s, t)))``, means over valid
-frames (and feature dims for L1), then averaged over layers.
+frames (and feature dims for L1), then averaged over layers. ``cos_type: raw`` uses ``-cos(s, t)`` instead
+(DPHuBERT's ``cos_type=raw``, pyf98/DPHuBERT ``lightning.py`` ``DistillLoss``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,7 @@ from robustdistiller_upstream.objectives import DistillationObjective, Objective
 class LayerwiseConfig:
     l1_weight: float = 1.0
     cos_weight: float = 1.0
+    cos_type: Literal["log_sigmoid", "raw"] = "log_sigmoid"
 
 
 @register("layerwise")
@@ -35,7 +38,8 @@ class LayerwiseObjective(DistillationObjective):
         for layer, s, t in zip(self.layer_ids, student, teacher):
             s, t = s.float(), t.float()
             l1 = masked_mean((s - t).abs().mean(-1), frame_mask)
-            cos = masked_mean(-F.logsigmoid(F.cosine_similarity(s, t, dim=-1)), frame_mask)
+            similarity = F.cosine_similarity(s, t, dim=-1)
+            cos = masked_mean(-similarity if self.config.cos_type == "raw" else -F.logsigmoid(similarity), frame_mask)
             l1_layers.append(l1)
             cos_layers.append(cos)
             terms[f"l1/layer{layer}"] = l1.detach()

@@ -142,11 +142,12 @@ def load_teacher_weights(path: str | Path) -> tuple[ArchConfig, dict[str, Tensor
     return arch, rename_fairseq_state(state)
 
 
-def model_from_teacher(path: str | Path, prune: Mapping[str, bool] | None = None) -> PrunableWav2Vec2:
-    """A copy of the teacher at ``path``; ``prune`` sets ArchConfig prune flags (``extractor_prune_conv_channels``
-    ...) to add gates. Missing or unexpected weights are an error naming them."""
+def model_from_teacher(path: str | Path, changes: Mapping[str, Any] | None = None) -> PrunableWav2Vec2:
+    """A copy of the teacher at ``path``; ``changes`` replace ArchConfig fields: prune flags
+    (``extractor_prune_conv_channels`` ...) add gates, ``encoder_layer_drop`` ... Missing or unexpected weights are
+    an error naming them."""
     arch, state = load_teacher_weights(path)
-    arch = dataclasses.replace(arch, **(prune or {}))
+    arch = dataclasses.replace(arch, **(changes or {}))
     model = PrunableWav2Vec2(arch)
     own = {k for k in model.state_dict() if "hard_concrete" not in k}
     state.setdefault("feature_extractor.dummy_weight", torch.ones_like(model.feature_extractor.dummy_weight))

@@ -7,7 +7,7 @@ Parameter names follow DPHuBERT's state dicts, so their checkpoints load unchang
 
 ``hidden_states`` follow s3prl's WavLM/HuBERT experts: index 0 is the transformer input (after the positional
 convolution, and its layer norm in post-LN models), index ``i`` the output of layer ``i`` (the last one after the
-final layer norm in pre-LN models).
+final layer norm in pre-LN models); ``forward(..., projection_first=True)`` gives DPHuBERT's index 0 instead.
 
 One deliberate difference from DPHuBERT: layer norms across gated CNN channels take their statistics over the
 channels whose gate is non-zero, so removing those channels at export changes nothing (DPHuBERT's export
@@ -373,13 +373,18 @@ class PrunableWav2Vec2(nn.Module):
             lengths = torch.div(lengths - kernel, stride, rounding_mode="floor").add(1).clamp_min(0)
         return lengths
 
-    def forward(self, wav: Tensor, wav_lengths: Tensor) -> tuple[list[Tensor], Tensor]:
+    def forward(self, wav: Tensor, wav_lengths: Tensor, projection_first: bool = False) -> tuple[list[Tensor], Tensor]:
+        """``projection_first``: hidden state 0 is the feature projection's output, before the positional
+        convolution, padded frames 0 (DPHuBERT's ``Encoder.extract_features``: ``[x] + intermediates``)."""
         if self.arch.normalize_waveform:
             wav = _normalize_waveforms(wav, wav_lengths)
         features, frame_lengths, keep = self.feature_extractor(wav, wav_lengths)
         x = self.encoder.feature_projection(features, keep)
         padding = torch.arange(x.shape[1], device=x.device)[None, :] >= frame_lengths[:, None]
-        return self.encoder.transformer(x, padding), frame_lengths
+        hidden = self.encoder.transformer(x, padding)
+        if projection_first:
+            hidden[0] = x.masked_fill(padding[..., None], 0.0)
+        return hidden, frame_lengths
 
     def gates(self) -> list[HardConcrete]:
         return [m for m in self.modules() if isinstance(m, HardConcrete)]

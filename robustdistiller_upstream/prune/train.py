@@ -4,8 +4,14 @@ Stage 1 (``prune``): a gated copy of the teacher learns layer-to-layer distillat
 an identity-initialised linear map, to teacher layer ``l``) while the Lagrangian controller drives its expected
 sparsity to the target. Export removes the pruned structures. Stage 2 (``final``): the dense pruned model is
 distilled again without gates. The student sees contaminated speech and the teacher clean speech when
-``denoising.enabled``; the enhancement head reads the student's transformer input (``hidden_states[0]``: its width
-survives pruning, unlike the CNN channels the RD-WavLM head reads).
+``denoising.enabled``; the enhancement head reads the student's hidden state 0 (its width survives pruning, unlike
+the CNN channels the RD-WavLM head reads).
+
+DPHuBERT's training (pyf98/DPHuBERT ``run.sh``, ``distill.py``, ``lightning.py``) is the default: hidden state 0
+is the feature projection's output (``projection_first``), layer 0 has its own linear map and the other layers
+share one (``shared_projection``), no layer drop (``student_layer_drop``), batches cropped to their shortest
+utterance (``crop_to_shortest``), torch AdamW with its default betas/eps and no weight decay, every optimized
+parameter clipped together, autocast (``run.amp``). docs/fidelity.md lists each with its switch.
 
 Outputs in the experiment folder: ``config.yaml``, ``log.jsonl``, ``pruned.pth`` (after stage 1) and
 ``final.pth`` (after stage 2), both in the DPHuBERT checkpoint layout, and ``resume.pt`` while the run is
@@ -18,9 +24,10 @@ import dataclasses
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Literal, Optional
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +53,7 @@ from robustdistiller_upstream.train.config import DenoisingConfig, ObjectiveConf
 from robustdistiller_upstream.train.data import Batch, BatchStream, DataConfig, load_corpus
 from robustdistiller_upstream.train.optim import build_optimizer
 from robustdistiller_upstream.train.runner import (
+    AMP_DTYPES,
     pick_device,
     rng_state,
     seed_everything,
@@ -78,11 +86,20 @@ class PruneUnitsConfig:
         }
 
 
+def dphubert_optim(lr: float, warmup: float) -> OptimConfig:
+    """DPHuBERT's ``torch.optim.AdamW(pgs)``: torch's betas (0.9, 0.999) and eps 1e-8, ``--weight_decay 0.0``,
+    ``--clip_norm 10.0``; ``warmup`` = warmup_updates / max_updates (run.sh: 15k/50k, 5k/25k)."""
+    return OptimConfig(lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, groups=[], warmup=warmup,
+                       clip_grad_norm=10.0)
+
+
 @dataclass
 class StageConfig:
+    """``optim.clip_grad_norm`` clips every optimized parameter together (main, gates, multipliers: Lightning's
+    ``gradient_clip_val``); ``optim.groups`` and ``optim.accumulate`` are not used."""
+
     steps: int = 50000
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-4, weight_decay=0.0, warmup=0.3,
-                                                                   clip_grad_norm=10.0))
+    optim: OptimConfig = field(default_factory=lambda: dphubert_optim(2e-4, 0.3))
 
 
 @dataclass
@@ -92,15 +109,28 @@ class PruneRunConfig:
     log_every: int = 50
     save_every: int = 5000  # steps between resume files (0: never)
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+    amp: Literal["none", "bf16", "fp16"] = "none"  # the student's autocast (fp16 adds a gradient scaler)
 
 
 @dataclass
 class PruneConfig:
     """``teacher.ckpt`` must be a local s3prl ``wavlm_local`` or converted-HuBERT file: the student starts as
-    its copy. ``distill_layers`` index s3prl hidden states (0 = transformer input, i = layer i)."""
+    its copy. ``distill_layers`` index hidden states (0 = see ``projection_first``, i = layer i).
+
+    ``projection_first``: hidden state 0 of student and teacher is the feature projection's output, before the
+    positional convolution (DPHuBERT); false: the transformer input, after it (s3prl's convention).
+    ``shared_projection``: layer 0 gets its own linear map, the other distilled layers share one (DPHuBERT's
+    ``distill_layers=0.4,8,12``); false: one map per layer. ``student_layer_drop``: the student keeps the teacher
+    config's ``encoder_layerdrop`` in training (DPHuBERT's ``get_intermediate_outputs`` never drops a layer).
+    ``crop_to_shortest``: each batch is cut to its shortest utterance at a random offset per utterance, no
+    padding (DPHuBERT's ``CollateFnAudio(pad=False, rand_crop=True)``); false: zero-padded batches."""
 
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(name="wavlm_local"))
     distill_layers: list[int] = field(default_factory=lambda: [0, 4, 8, 12])
+    projection_first: bool = True
+    shared_projection: bool = True
+    student_layer_drop: bool = False
+    crop_to_shortest: bool = True
     units: PruneUnitsConfig = field(default_factory=PruneUnitsConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -108,30 +138,44 @@ class PruneConfig:
     enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prune_stage: StageConfig = field(default_factory=StageConfig)
-    final_stage: StageConfig = field(default_factory=lambda: StageConfig(
-        steps=25000, optim=OptimConfig(lr=1e-4, weight_decay=0.0, warmup=0.2, clip_grad_norm=10.0)))
+    final_stage: StageConfig = field(default_factory=lambda: StageConfig(steps=25000, optim=dphubert_optim(1e-4, 0.2)))
     run: PruneRunConfig = field(default_factory=PruneRunConfig)
     description: Optional[str] = None
 
 
+def projection_groups(layers: list[int], shared: bool) -> list[list[int]]:
+    """Which distilled layers share a linear map: ``shared``: layer 0 alone and the rest together (DPHuBERT's
+    ``0.4,8,12``), else each alone."""
+    if not shared:
+        return [[layer] for layer in layers]
+    return [group for group in ([l for l in layers if l == 0], [l for l in layers if l != 0]) if group]
+
+
 class PruneDistiller(nn.Module):
     """``forward(noisy, lengths, targets, clean) -> (loss, terms)``: layer-to-layer distillation of ``student``
-    (+ the enhancement head's loss). ``targets``: teacher hidden states ``layers``, each (batch, frames, dim)."""
+    (+ the enhancement head's loss). ``targets``: teacher hidden states ``layers``, each (batch, frames, dim).
+    ``projections[i]`` maps the student's layer ``layers[i]``; layers of one ``projection_groups`` group hold the
+    same module."""
 
     def __init__(self, student: PrunableWav2Vec2, objective: DistillationObjective, layers: list[int],
-                 teacher_dim: int, head: Optional[EnhancementHead] = None, head_weight: float = 0.0) -> None:
+                 teacher_dim: int, head: Optional[EnhancementHead] = None, head_weight: float = 0.0,
+                 shared_projection: bool = False, projection_first: bool = False) -> None:
         super().__init__()
         self.student, self.objective, self.layers = student, objective, list(layers)
+        self.projection_first = projection_first
         dim = student.arch.encoder_embed_dim
-        self.projections = nn.ModuleList(nn.Linear(dim, teacher_dim) for _ in self.layers)
-        for proj in self.projections:  # identity start (DPHuBERT): the copied student already matches
-            nn.init.eye_(proj.weight)
+        by_layer = {}
+        for group in projection_groups(self.layers, shared_projection):
+            proj = nn.Linear(dim, teacher_dim)
+            nn.init.eye_(proj.weight)  # identity start (DPHuBERT): the copied student already matches
             nn.init.zeros_(proj.bias)
+            by_layer.update((layer, proj) for layer in group)
+        self.projections = nn.ModuleList(by_layer[layer] for layer in self.layers)
         self.head, self.head_weight = head, head_weight
 
     def forward(self, noisy: Tensor, lengths: Tensor, targets: list[Tensor], clean: Tensor
                 ) -> tuple[Tensor, dict[str, Tensor]]:
-        hidden, frame_lengths = self.student(noisy, lengths)
+        hidden, frame_lengths = self.student(noisy, lengths, self.projection_first)
         frames = targets[0].shape[1]
         predictions = [proj(hidden[layer][:, :frames]) for layer, proj in zip(self.layers, self.projections)]
         frame_mask = torch.arange(frames, device=noisy.device) < frame_lengths[:, None]
@@ -144,37 +188,82 @@ class PruneDistiller(nn.Module):
         return loss, terms
 
 
+def gated_student(config: PruneConfig) -> PrunableWav2Vec2:
+    """Stage 1's student: a copy of ``teacher.ckpt`` with the gates ``units``; its layer drop is the teacher
+    config's with ``student_layer_drop``, else 0."""
+    changes = {} if config.student_layer_drop else {"encoder_layer_drop": 0.0}
+    return model_from_teacher(config.teacher.ckpt, {**config.units.arch_flags(), **changes})
+
+
+def teacher_targets(teacher: Teacher, wav: Tensor, lengths: Tensor, projection_first: bool) -> list[Tensor]:
+    """The teacher's hidden states ``teacher.layers``, each (batch, frames, dim) fp32; ``projection_first``: state 0
+    is what enters the s3prl model's ``encoder`` (the feature projection's output, before the positional conv)."""
+    if not projection_first or 0 not in teacher.layers:
+        return teacher(wav, lengths)
+    encoder = getattr(getattr(teacher.upstream, "model", None), "encoder", None)
+    if encoder is None:
+        raise ConfigError(f"projection_first: teacher {teacher.config.name} has no model.encoder to read hidden "
+                          "state 0 from; set projection_first: false")
+    captured: list[Tensor] = []
+    handle = encoder.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    try:
+        targets = teacher(wav, lengths)
+    finally:
+        handle.remove()
+    targets[teacher.layers.index(0)] = captured[0][:, : targets[0].shape[1]].float()
+    return targets
+
+
+def crop_to_shortest(batch: Batch) -> Batch:
+    """``batch`` cut to its shortest utterance, each at a random offset into its valid samples (global torch RNG):
+    (batch, shortest), no padding."""
+    shortest = int(batch.lengths.min())
+    starts = (torch.rand(len(batch.lengths)) * (batch.lengths - shortest + 1)).long().tolist()
+    wav = torch.stack([row[start : start + shortest] for row, start in zip(batch.wav, starts)])
+    return Batch(wav, torch.full_like(batch.lengths, shortest), batch.paths, batch.skipped)
+
+
 class StageRunner:
     """Runs one stage's optimizer steps: AdamW on the student, projections and head (``optim``), the gates'
-    log_alpha and the multipliers at ``sparsity.reg_lr`` (no weight decay); one warmup/decay schedule for all."""
+    log_alpha and the multipliers at ``sparsity.reg_lr`` (no weight decay); one warmup/decay schedule for all,
+    every optimized parameter clipped together. ``amp``: the student's autocast dtype (``run.amp``)."""
 
     def __init__(self, distiller: PruneDistiller, teacher: Teacher, stage: StageConfig, device: torch.device,
                  controller: Optional[LagrangianController] = None, sparsity: Optional[SparsityConfig] = None,
-                 contaminator: Optional[Contaminator] = None, max_frame_diff: int = 2) -> None:
+                 contaminator: Optional[Contaminator] = None, max_frame_diff: int = 2, amp: str = "none",
+                 crop: bool = False) -> None:
         self.distiller, self.teacher, self.stage, self.device = distiller, teacher, stage, device
         self.controller, self.contaminator, self.max_frame_diff = controller, contaminator, max_frame_diff
+        self.amp, self.crop = amp, crop
         gates = {id(p) for p in distiller.student.gate_parameters()}
-        self.main = [p for p in distiller.parameters() if p.requires_grad and id(p) not in gates]
-        groups = [{"params": self.main}]
+        main = [p for p in distiller.parameters() if p.requires_grad and id(p) not in gates]
+        groups = [{"params": main, "name": "main"}]
         if controller is not None:
             reg_lr = sparsity.reg_lr
-            groups += [{"params": distiller.student.gate_parameters(), "lr": reg_lr, "weight_decay": 0.0},
-                       {"params": list(controller.parameters()), "lr": reg_lr, "weight_decay": 0.0}]
+            groups += [{"params": distiller.student.gate_parameters(), "lr": reg_lr, "weight_decay": 0.0,
+                        "name": "log_alpha"},
+                       {"params": list(controller.parameters()), "lr": reg_lr, "weight_decay": 0.0, "name": "lambda"}]
+        self.params = [p for group in groups for p in group["params"]]
         self.optimizer, self.scheduler = build_optimizer(groups, stage.optim, stage.steps)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
         self.step = 0
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         self.distiller.train()
+        if self.crop:
+            batch = crop_to_shortest(batch)
         clean, lengths = batch.wav.to(self.device), batch.lengths.to(self.device)
         student = self.distiller.student
         student_frames = int(student.frame_lengths(lengths.new_tensor([clean.shape[1]]))[0])
-        targets = self.teacher(clean, lengths)
+        targets = teacher_targets(self.teacher, clean, lengths, self.distiller.projection_first)
         _, targets = align_frames(student_frames, targets, self.max_frame_diff, self.teacher.config.name)
         noisy = clean
         if self.contaminator is not None:
             ids = [f"{path}@{self.step}" for path in batch.paths]
             noisy, _ = self.contaminator(clean, lengths, step=self.step, utt_ids=ids)
-        loss, terms = self.distiller(noisy, lengths, targets, clean)
+        autocast = torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp]) if self.amp != "none" else nullcontext()
+        with autocast:
+            loss, terms = self.distiller(noisy, lengths, targets, clean)
         if self.controller is not None:
             reg, reg_terms = self.controller(expected_num_params(student), self.step)
             loss = loss + reg
@@ -182,11 +271,13 @@ class StageRunner:
         if not torch.isfinite(loss):
             raise TrainingError(f"non-finite loss at step {self.step}: {({k: float(v) for k, v in terms.items()})}")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
         if self.controller is not None:
             self.controller.ascend()
-        torch.nn.utils.clip_grad_norm_(self.main, self.stage.optim.clip_grad_norm)
-        self.optimizer.step()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.params, self.stage.optim.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.scheduler.step()
         self.step += 1
         terms["loss"] = loss.detach()
@@ -226,7 +317,7 @@ class PruneRun:
         if self.stage == "final":  # stage 1 is done: the student is the dense export
             student = PrunableWav2Vec2(arch_from_checkpoint_dict(state["arch"], str(self.exp_dir / RESUME_FILE)))
         else:
-            student = model_from_teacher(config.teacher.ckpt, config.units.arch_flags())
+            student = gated_student(config)
         if self.teacher.num_hidden_states != student.arch.encoder_num_layers + 1:
             raise ConfigError(f"teacher.name {config.teacher.name} gives {self.teacher.num_hidden_states} hidden "
                               f"states, but teacher.ckpt has {student.arch.encoder_num_layers} layers: they must be "
@@ -236,7 +327,8 @@ class PruneRun:
                                     self.teacher.dim, config.distill_layers)
         head = EnhancementHead(config.enhance, student.arch.encoder_embed_dim) if config.enhance.enabled else None
         self.distiller = PruneDistiller(student, objective, config.distill_layers, self.teacher.dim, head,
-                                        config.enhance.weight).to(self.device)
+                                        config.enhance.weight, config.shared_projection,
+                                        config.projection_first).to(self.device)
         self.contaminator = None
         if config.denoising.enabled:
             self.contaminator = Contaminator(config.denoising.contamination, *build_banks(config.denoising.banks))
@@ -268,11 +360,12 @@ class PruneRun:
 
     def _stage_runner(self) -> StageRunner:
         config = self.config
+        common = dict(contaminator=self.contaminator, max_frame_diff=config.teacher.max_frame_diff,
+                      amp=config.run.amp, crop=config.crop_to_shortest)
         if self.stage == "prune":
             return StageRunner(self.distiller, self.teacher, config.prune_stage, self.device, self.controller,
-                               config.sparsity, self.contaminator, config.teacher.max_frame_diff)
-        return StageRunner(self.distiller, self.teacher, config.final_stage, self.device,
-                           contaminator=self.contaminator, max_frame_diff=config.teacher.max_frame_diff)
+                               config.sparsity, **common)
+        return StageRunner(self.distiller, self.teacher, config.final_stage, self.device, **common)
 
     def _state(self) -> dict:
         return {
@@ -280,7 +373,7 @@ class PruneRun:
             "arch": self.distiller.student.arch.to_checkpoint_dict(),
             "distiller": self.distiller.state_dict(), "controller": self.controller.state_dict(),
             "optimizer": self.runner.optimizer.state_dict(), "scheduler": self.runner.scheduler.state_dict(),
-            "stream": self.stream.state_dict(), "rng": rng_state(),
+            "scaler": self.runner.scaler.state_dict(), "stream": self.stream.state_dict(), "rng": rng_state(),
         }
 
     def _load(self, state: dict) -> None:
@@ -288,6 +381,7 @@ class PruneRun:
         self.controller.load_state_dict(state["controller"])
         self.runner.optimizer.load_state_dict(state["optimizer"])
         self.runner.scheduler.load_state_dict(state["scheduler"])
+        self.runner.scaler.load_state_dict(state["scaler"])
         self.runner.step = int(state["step"])
         self.stream.load_state_dict(state["stream"])
         set_rng_state(state["rng"])

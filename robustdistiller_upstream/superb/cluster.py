@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from robustdistiller_upstream.cluster.slurm import make_executor, parse_slurm_options
-from robustdistiller_upstream.cluster.state import job_fields, live_status
+from robustdistiller_upstream.cluster.state import failure_reason, job_fields, live_status
 from robustdistiller_upstream.errors import ConfigError
 from robustdistiller_upstream.superb.conditions import READY
 from robustdistiller_upstream.superb.sweep import Run, Sweep, SweepConfig, TaskPlan
@@ -126,17 +126,6 @@ def _graph(sweep: Sweep) -> list[Node]:
     return nodes
 
 
-def _reason(exc: BaseException) -> str:
-    """The step's own failure out of submitit's error (a traceback text), else its last line."""
-    text = str(exc)
-    marker = f"{StepFailed.__module__}.{StepFailed.__name__}: "
-    for line in text.splitlines():
-        if line.startswith(marker):
-            return line[len(marker):]
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith(("-", "You can", "  - "))]
-    return f"job failed: {lines[-1].strip() if lines else type(exc).__name__}"
-
-
 class Scheduler:
     """Submits the nodes of one sweep and follows them to the end."""
 
@@ -174,21 +163,20 @@ class Scheduler:
         return all(n.run.status == "done" for n in node.needs)
 
     def _block(self, nodes: list[Node], failed: Node) -> None:
-        """Every run that needs ``failed`` (directly or not) is blocked; its queued job is cancelled."""
+        """Every run that needs ``failed`` is blocked; its queued job (SLURM, ``afterok``) is cancelled."""
         what = "training" if failed.run.kind == "train" else f"condition copy {failed.run.condition}"
         for node in nodes:
             if failed in node.needs and node.run.status in ("todo", "queued", "running"):
                 if node.job is not None:
                     node.job.cancel(check=False)
                 node.run.status, node.run.reason = "blocked", f"{what} failed: {failed.run.reason}"
-                self._block(nodes, node)
 
     def _finished(self, node: Node) -> None:
         try:
             record = node.job.result()
             node.run.status, node.run.seconds = "done", float(record["seconds"])
         except Exception as exc:  # the step failed, or its job did (killed, out of memory, time limit)
-            node.run.status, node.run.reason = "failed", f"{_reason(exc)} (job log {node.run.log})"
+            node.run.status, node.run.reason = "failed", f"{failure_reason(exc)} (job log {node.run.log})"
             log.error("%s %s %s failed: %s", node.run.task, node.run.kind, node.run.condition, node.run.reason)
 
     def run(self) -> None:
@@ -198,14 +186,14 @@ class Scheduler:
             changed = False
             for node in nodes:
                 if node.job is not None and node.run.status in ("queued", "running"):
-                    status = live_status(node.job)
+                    before, status = node.run.status, live_status(node.job)
                     if status == "finished":
                         self._finished(node)
                         if node.run.status == "failed":
                             self._block(nodes, node)
                     else:
                         node.run.status = status
-                    changed = True
+                    changed |= node.run.status != before
             in_flight = sum(n.run.status in ("queued", "running") for n in nodes)
             for node in nodes:
                 if node.run.status == "todo" and in_flight < self.max_parallel and self._ready(node):

@@ -32,7 +32,8 @@ class Counters(Protocol):
 @dataclass
 class _Snapshot:
     """The optimizer as it was before step ``step`` (1-based): device tensors in the guard's buffers, in ``keys``
-    order ((parameter number, state key); key ``""``: the parameter), host values by parameter number."""
+    order ((parameter number, state key); key ``""``: the parameter); ``host``: for every parameter that had state,
+    by number, its state values off the device (copies)."""
 
     step: int
     keys: list[tuple[int, str]]

@@ -137,14 +137,16 @@ def build_s3prl_optimizer(module: nn.Module, config: OptimConfig,
 
 
 def warmup_linear_decay(total_steps: int, warmup: float):
-    """lr factor at scheduler step s (0-based): linear 0 -> 1 over ``warmup * total_steps`` steps, then linear
-    1 -> 0 at the end."""
+    """lr factor at scheduler step s (0-based), DPHuBERT's ``LinearDecayLRScheduler`` (pyf98/DPHuBERT
+    ``lightning.py``) on its ``_step_count`` c = s + 1: ``c / W`` while c <= W (``W = warmup * total_steps``),
+    then ``(total_steps - c) / (total_steps - W)``, 0 from c = total_steps (the last update has lr 0)."""
     warm = max(1, int(round(warmup * total_steps)))
 
     def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+        count = step + 1
+        if count <= warm:
+            return count / warm
+        return max(0.0, (total_steps - count) / max(1, total_steps - warm))
 
     return factor
 

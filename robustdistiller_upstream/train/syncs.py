@@ -60,10 +60,6 @@ class HostReads:
         self.host: Counter[str] = Counter()
         self.torch: Counter[str] = Counter()
 
-    @property
-    def total(self) -> int:
-        return sum(self.syncs.values())
-
     def record(self, tensor: Tensor, frame) -> None:
         path = frame.f_code.co_filename
         if path.startswith(_TORCH):
@@ -81,6 +77,7 @@ class HostReads:
             self._warnings = warnings.catch_warnings(record=True)
             self._caught = self._warnings.__enter__()
             warnings.simplefilter("always")
+            self._previous = torch.cuda.get_sync_debug_mode()
             torch.cuda.set_sync_debug_mode("warn")
         else:
             self._mode = _ReadMode(self)
@@ -89,7 +86,7 @@ class HostReads:
 
     def __exit__(self, *exc: object) -> None:
         if self.device.type == "cuda":
-            torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.set_sync_debug_mode(self._previous)
             self._warnings.__exit__(*exc)
             for w in self._caught:
                 if "synchroniz" in str(w.message):
