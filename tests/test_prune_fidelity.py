@@ -78,11 +78,15 @@ def test_1_cosine_term_is_raw_cosine():
     assert abs(float(log_sig - reference)) > 0.1  # RobustDistiller's -log sigmoid(cos) differs
 
 
-def test_2_hidden_state_0_is_the_projection_output_before_the_positional_conv(tiny):
+@pytest.mark.parametrize("kind", ["wavlm", "hubert"])
+def test_2_hidden_state_0_is_the_projection_output_before_the_positional_conv(tiny, kind, tmp_path):
     """``Encoder.extract_features`` returns ``[x] + intermediates`` with ``x`` the feature projection's output:
     the dense copy's state 0 equals what enters stock s3prl's ``encoder``, not s3prl's own hidden_states[0]."""
     path, config, teacher = tiny
     assert config.projection_first
+    if kind == "hubert":
+        path = write_teacher("hubert", tmp_path / "hubert.pt")
+        teacher = Teacher(TeacherConfig(name="hubert_local", ckpt=str(path)), LAYERS)
     wav, lengths = batch([6400, 6400])
     student = model_from_teacher(path).eval()
     with torch.no_grad():
