@@ -21,7 +21,7 @@ from robustdistiller_upstream.s3prl_stack import FORK, s3prl_distributions
 REPO = Path(__file__).resolve().parents[1]
 S3PRL_DIR = Path(s3prl.__file__).parent
 OUR_NAMES = ("robustdistiller", "robustdistiller_dpwavlm_local", "robustdistiller_dpwavlm_url", "robustdistiller_local",
-             "robustdistiller_url")
+             "robustdistiller_onnx_local", "robustdistiller_onnx_url", "robustdistiller_url")
 
 
 def _run(args: list[str], cwd: Path | None = None, env: dict | None = None, timeout: float = 300) -> str:
