@@ -35,9 +35,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# what the current stack runs: everything but the tests marked stock_only (pytest.ini markers)
+# what the current stack runs: everything but the tests marked stock_only or one_stack (setup.cfg markers)
 test-current: $(VENV_CURRENT)/.installed
-	$(PY_CURRENT) -m pytest -m "not stock_only" $(PYTEST_ARGS)
+	$(PY_CURRENT) -m pytest -m "not stock_only and not one_stack" $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV) $(VENV_CURRENT)

@@ -69,6 +69,7 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+@pytest.mark.one_stack  # the launcher is the same code on both stacks
 def test_time_limit_requeues_the_job_and_it_resumes_exactly(world):
     root, path = world
     full = cli("pretrain", "-c", str(path), "-n", "full", cwd=root)  # today's launcher, uninterrupted

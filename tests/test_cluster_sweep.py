@@ -18,7 +18,7 @@ import pytest
 import torchaudio
 
 from robustdistiller_upstream.cluster.locks import exclusive
-from robustdistiller_upstream.synthetic import have_espeak
+from system_packages import skip_without_espeak
 
 pytest.importorskip("submitit")
 
@@ -65,8 +65,7 @@ def _builds(copy: Path) -> int:
 
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory):
-    if not have_espeak():
-        pytest.skip("espeak-ng is not installed: the KS/IC corpora are spoken by it")
+    skip_without_espeak()
     from superb_corpora import write_fluent_commands, write_speech_commands
 
     root = tmp_path_factory.mktemp("superb_data")
@@ -100,6 +99,7 @@ def _wait_for_lock(logs: list[Path], what: str, sweeps: list[subprocess.Popen]) 
         time.sleep(0.5)
 
 
+@pytest.mark.one_stack  # the launcher is the same code on both stacks
 def test_two_sweeps_at_once_local_submitit_and_local_build_each_copy_once_and_agree(corpora, tmp_path):
     """Two sweeps started together on one --cond-root: one through local-submitit (every run a job), one through
     today's local launcher. The test holds the first task's copy lock until both sweeps wait for it, so the two
@@ -166,6 +166,7 @@ def test_two_sweeps_at_once_local_submitit_and_local_build_each_copy_once_and_ag
     assert sorted(p.name for p in (cluster_exp / "fbank" / "jobs").iterdir()) == jobs_before
 
 
+@pytest.mark.one_stack  # the launcher is the same code on both stacks
 def test_failed_jobs_are_recorded_block_what_needs_them_and_the_rest_goes_on(tmp_path):
     """SID without its data: the training job fails in the stock runner, the condition-copy job fails on its own
     (nothing to contaminate), the evaluations that needed them are blocked; reasons and logs land in the sweep state."""

@@ -24,7 +24,8 @@ from robustdistiller_upstream.export.source import load_export_source
 from robustdistiller_upstream.model import StudentConfig, StudentModel
 from robustdistiller_upstream.prune.checkpoint import save_pruned_checkpoint
 from robustdistiller_upstream.prune.export import export_pruned
-from robustdistiller_upstream.synthetic import have_espeak, speak, synthetic_speech
+from robustdistiller_upstream.synthetic import speak, synthetic_speech
+from system_packages import skip_without_espeak
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,8 +101,7 @@ def test_pruned_export_fp32_matches_pytorch(tmp_path, kind, cfg):
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
-    if not have_espeak():
-        pytest.skip("espeak-ng is not installed")
+    skip_without_espeak()
     root = tmp_path_factory.mktemp("speech")
     texts = ["turn on the kitchen lights please", "what is the weather like tomorrow", "stop"]
     return [speak(text, root / f"{i}.wav", pitch=30 + 20 * i) for i, text in enumerate(texts)]
