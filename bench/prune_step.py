@@ -1,5 +1,6 @@
-"""One RD-DPWavLM pruning step (stage 1: teacher targets, gated student forward + backward, controller, clipped
-AdamW step) in fp32 vs under bf16 autocast (and fp16 with a gradient scaler on CUDA), side by side in one run.
+"""One RD-DPWavLM pruning step of the training loop (``Trainer.train_step`` in stage 1: teacher targets, gated
+student forward + backward, controller, clipped AdamW step, NaN guard) in fp32 vs under bf16 autocast (and fp16
+with a gradient scaler on CUDA), side by side in one run.
 
 The teacher is a randomly initialised WavLM of ``--shape`` (``base_plus``: 12 x 768, the recipe's; ``tiny``: the
 tests' 2 x 64) in s3prl's format, loaded through stock s3prl as ``robustdistiller prune`` loads it; the student is
@@ -13,6 +14,7 @@ Run: ``python bench/prune_step.py [--device cpu|cuda] [--shape base_plus|tiny] [
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import tempfile
 from pathlib import Path
@@ -20,31 +22,16 @@ from pathlib import Path
 import torch
 
 from dpwavlm_speed import BASE_PLUS, best_time
+from robustdistiller_upstream.audio import write_audio_atomic
 from robustdistiller_upstream.config import from_dict, load_config, to_dict
-from robustdistiller_upstream.objectives import build_objective
-from robustdistiller_upstream.prune.params import num_params
-from robustdistiller_upstream.prune.sparsity import LagrangianController
-from robustdistiller_upstream.prune.train import PruneConfig, PruneDistiller, StageRunner, gated_student
+from robustdistiller_upstream.prune.train import PruneConfig
 from robustdistiller_upstream.random_teacher import write_wavlm_checkpoint
-from robustdistiller_upstream.teacher import Teacher
-from robustdistiller_upstream.train.data import Batch
+from robustdistiller_upstream.train.data import Batch, Utterance, write_manifest
+from robustdistiller_upstream.train.runner import Trainer
 
 RECIPE = Path(__file__).resolve().parents[1] / "pretrain" / "rd_dpwavlm.yaml"
 SHAPES = {"base_plus": (BASE_PLUS, [0, 4, 8, 12]),
           "tiny": ({"conv_feature_layers": "[(48,10,5)] + [(48,3,2)] * 4 + [(48,2,2)] * 2"}, [0, 1, 2])}
-
-
-def runner(config: PruneConfig, amp: str, device: torch.device) -> StageRunner:
-    teacher = Teacher(config.teacher, config.distill_layers).to(device)
-    student = gated_student(config)
-    objective = build_objective(config.objective.name, config.objective.options, teacher.dim, teacher.dim,
-                                config.distill_layers)
-    distiller = PruneDistiller(student, objective, config.distill_layers, teacher.dim,
-                               shared_projection=config.shared_projection,
-                               projection_first=config.projection_first).to(device)
-    controller = LagrangianController(config.sparsity, num_params(student)).to(device)
-    return StageRunner(distiller, teacher, config.prune_stage, device, controller, config.sparsity, amp=amp,
-                       crop=config.crop_to_shortest)
 
 
 def main() -> None:
@@ -64,15 +51,21 @@ def main() -> None:
                   [f"u{i}" for i in range(args.batch)], 0)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        teacher = write_wavlm_checkpoint(Path(tmp) / "teacher.pt", **sizes)
+        root = Path(tmp)
+        teacher = write_wavlm_checkpoint(root / "teacher.pt", **sizes)
+        files = [write_audio_atomic(root / f"u{i}.wav", row.numpy(), 16000) for i, row in enumerate(batch.wav)]
+        manifest = write_manifest([Utterance(str(f), samples) for f in files], root / "corpus.csv")
         base = to_dict(load_config(PruneConfig, RECIPE))
         for amp in amps:
-            config = from_dict(PruneConfig, {**base, "distill_layers": layers, "denoising": {"enabled": False},
-                                             "enhance": {**base["enhance"], "enabled": False},
-                                             "teacher": {**base["teacher"], "ckpt": str(teacher),
-                                                         "precision": "fp32" if amp == "none" else amp}})
-            step = runner(config, amp, device)
-            results[amp] = best_time(lambda: step.train_step(batch), args.repeats, device)
+            config = from_dict(PruneConfig, {
+                **base, "distill_layers": layers, "denoising": {"enabled": False},
+                "enhance": {**base["enhance"], "enabled": False},
+                "teacher": {**base["teacher"], "ckpt": str(teacher), "precision": "fp32" if amp == "none" else amp},
+                "data": {**base["data"], "manifests": [str(manifest)], "batch_seconds": 0, "batch_size": args.batch,
+                         "num_workers": 0},
+                "run": {**base["run"], "device": str(device), "amp": amp}})
+            trainer = Trainer(config, root / f"exp-{amp}")
+            results[amp] = best_time(lambda: trainer.train_step(itertools.repeat(batch)), args.repeats, device)
     info = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
              if line.startswith("model name")] if info.exists() else []

@@ -1,10 +1,12 @@
-"""Shared set-ups of the pruning tests: tiny random teachers in s3prl's formats and gated copies of them."""
+"""Shared set-ups of the pruning tests: tiny random teachers in s3prl's formats, gated copies of them, and a prune
+recipe on the pretraining tests' corpus and banks (``pretrain_helpers.make_world``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from pretrain_helpers import recipe as pretrain_recipe
 
 from robustdistiller_upstream.prune.convert import model_from_teacher
 from robustdistiller_upstream.prune.model import PrunableWav2Vec2
@@ -52,3 +54,25 @@ def valid_max_diff(a: list[torch.Tensor], b: list[torch.Tensor], frame_lengths: 
         valid = torch.arange(x.shape[1])[None, :] < frame_lengths[:, None]
         worst = max(worst, float(((x - y).abs() * valid[..., None]).max()))
     return worst
+
+
+def prune_recipe(world: dict[str, Path], robust: bool = True, **sections: dict) -> dict:
+    """A ``robustdistiller prune`` recipe dict on ``pretrain_helpers.make_world``'s corpus, banks and 2-layer
+    teacher: hidden states 0-2, 0.4 s crops, batch 2, CPU, fp32, 4 + 2 steps, a resume file every 2;
+    ``sections`` update it."""
+    config: dict = {
+        "teacher": {"name": "wavlm_local", "ckpt": str(world["teacher"])},
+        "distill_layers": [0, 1, 2],
+        "units": {"attention_layers": True, "ffn_layers": True},
+        "sparsity": {"target": 0.5, "warmup_steps": 2, "reg_lr": 0.05},
+        "denoising": pretrain_recipe(world, robust)["denoising"],  # the pretraining tests' banks
+        "enhance": {"enabled": robust, "hidden_size": 16, "num_layers": 1},
+        "data": {"librispeech_root": str(world["corpus"]), "subsets": ["train-clean-100"], "sequence_length": 6400,
+                 "batch_size": 2, "num_workers": 0},
+        "prune_stage": {"steps": 4},
+        "final_stage": {"steps": 2},
+        "run": {"device": "cpu", "log_every": 1, "save_every": 2, "threads": 1},
+    }
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value}
+    return config

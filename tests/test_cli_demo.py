@@ -1,25 +1,73 @@
-"""``robustdistiller demo`` end to end, shortened: corpus, two side-by-side runs, reload through s3prl, table."""
+"""``robustdistiller demo`` end to end on a reduced budget: corpora, two side-by-side pretraining runs, keyword
+spotting through run_superb.sh and the stock s3prl runner (default featurizer on the demo's students), the report,
+the feature table; every command the demo prints is run again as printed."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-from pretrain_helpers import cli
+from pretrain_helpers import cli, run_group
+
+from robustdistiller_upstream.demo.downstream import CONDITIONS, seed_table
+from robustdistiller_upstream.s3prl_stack import sox_extension_error
+from robustdistiller_upstream.synthetic import have_espeak
+
+TAGS = ["robust-seed0", "baseline-seed0", "fbank_no_cmvn-seed0"]
+KS_CONDITIONS = ["clean", "noise_snr5_rt0.6"]  # the cheapest honest table: clean and the hardest condition
 
 
-def test_demo_runs_and_prints_the_robustness_table(tmp_path):
+def test_demo_runs_ks_through_the_stock_runner_and_prints_both_tables(tmp_path):
     out = tmp_path / "demo"
-    result = cli("demo", "--out", str(out), "--steps", "3", "--speakers", "2", "--utterances", "2", "--held-out", "1",
-                 cwd=tmp_path)
+    command = [sys.executable, "-m", "robustdistiller_upstream.cli", "demo", "--out", str(out), "--steps", "3",
+               "--speakers", "2", "--utterances", "2", "--held-out", "1", "--ks-steps", "10", "--ks-speakers", "2",
+               "--ks-conditions", ",".join(KS_CONDITIONS)]
+    result = run_group(command, tmp_path, timeout=900)  # 3 sweeps of 3 stock runner processes each
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| noise 5 dB + reverb |" in result.stdout and "robustdistiller_local" in result.stdout
-    rows = json.loads((out / "results.json").read_text())["rows"]
+    summary = json.loads((out / "results.json").read_text())
+    rows = summary["features"]
     assert [r["condition"] for r in rows][:2] == ["clean", "noise 10 dB"]
-    clean = rows[0]
-    assert clean["robust_change"] == 0.0 and clean["teacher_change_l1"] == 0.0
+    assert rows[0]["robust_change"] == 0.0 and rows[0]["teacher_change_l1"] == 0.0
     assert all(r["teacher_change_l1"] > 0 for r in rows[1:])  # every condition really contaminates
-    assert (out / "exp" / "robust" / "student-step3.ckpt").exists() and (out / "exp" / "baseline" / "student-step3.ckpt").exists()
-    baseline_recipe = (out / "exp" / "baseline" / "config.yaml").read_text()
-    assert "enabled: false" in baseline_recipe
+    for name in ("robust", "baseline"):
+        assert (out / "exp" / f"{name}-seed0" / "student-step3.ckpt").exists()
+    assert "enabled: false" in (out / "exp" / "baseline-seed0" / "config.yaml").read_text()
+    assert set(summary["seconds"]) >= {"data", "pretraining", "features", "total"}
+
+    if not have_espeak() or sox_extension_error():
+        assert "keyword spotting skipped" in result.stdout and summary["downstream_skipped"]
+    else:
+        table = summary["downstream"]
+        assert [r["upstream"].split()[0] for r in table] == ["robust", "baseline", "`fbank_no_cmvn`"]
+        for row in table:  # one accuracy per condition, a percentage
+            assert set(row) == {"upstream", *KS_CONDITIONS}
+            assert all(0.0 <= row[c]["mean"] <= 100.0 and len(row[c]["values"]) == 1 for c in KS_CONDITIONS)
+        header = next(line for line in result.stdout.splitlines() if line.startswith("| upstream |"))
+        assert header == "| upstream | " + " | ".join(f"{c} (`{CONDITIONS[c]}`)" for c in KS_CONDITIONS) + " |"
+        assert "| robust student (RobustDistiller recipe) |" in result.stdout
+        assert (out / "report" / "results.md").read_text().count("## ") == len(TAGS)
+        commands = summary["commands"]
+        assert len(commands) == len(TAGS) + 1 and all(c in result.stdout for c in commands)
+        # the students' sweeps use the stock runner's default featurizer (no -s), which stacks every hidden state:
+        # the demo student's 80-d heads on its 256-d encoder crashed it before hidden_states became featurizer-safe
+        assert all(f"--tag {tag}" in c and " -s " not in c for tag, c in zip(TAGS[:2], commands))
+        for command in commands:  # as printed: finished sweeps are skipped, the report is written again
+            again = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=tmp_path)
+            assert again.returncode == 0, f"{command}\n{again.stderr[-2000:]}"
+        for tag in TAGS:
+            runs = json.loads((out / "superb" / tag / "summary.json").read_text())["runs"]
+            assert {r["status"] for r in runs} == {"skipped"}
+
     again = cli("demo", "--out", str(out), cwd=tmp_path)
     assert again.returncode == 2 and "holds a finished demo" in again.stderr
+
+
+def test_seed_table_gives_mean_and_sample_spread():
+    results = {(f"{prefix}-seed{k}", c): value + k for prefix, value in (("robust", 50.0), ("fbank", 10.0))
+               for k in range(3) for c in CONDITIONS}
+    table = seed_table(results, [("robust student", "robust"), ("fbank", "fbank")], 3, list(CONDITIONS))
+    assert [row["upstream"] for row in table] == ["robust student", "fbank"]
+    assert table[0]["clean"] == {"mean": 51.0, "spread": 1.0, "values": [50.0, 51.0, 52.0]}
+    assert table[1]["noise_snr5"]["mean"] == 11.0

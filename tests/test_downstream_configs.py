@@ -96,7 +96,7 @@ def test_missing_variables_are_named():
     with pytest.raises(ConfigError, match=r"ks\.yaml.*DATA_ROOT"):
         load_task_config(TASKS["KS"], {})
     with pytest.raises(ConfigError, match="S3PRL_DIR"):
-        load_task_config(TASKS["ER"], {"DATA_ROOT": "/d"})
+        load_task_config(TASKS["PR"], {"DATA_ROOT": "/d"})
     assert expand("${A:-${B}/x}", {"B": "/b"}, "here") == "/b/x"
     with pytest.raises(ConfigError, match="unbalanced"):
         expand("${A", {}, "here")

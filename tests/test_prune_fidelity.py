@@ -4,6 +4,7 @@ removes, each against DPHuBERT's formula or setting (pyf98/DPHuBERT ``run.sh``, 
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -17,12 +18,9 @@ from prune_helpers import CONV_48, batch, write_teacher
 from robustdistiller_upstream.config import from_dict, load_config, to_dict
 from robustdistiller_upstream.objectives import build_objective
 from robustdistiller_upstream.prune.convert import model_from_teacher
-from robustdistiller_upstream.prune.params import num_params
-from robustdistiller_upstream.prune.sparsity import LagrangianController
 from robustdistiller_upstream.prune.train import (
     PruneConfig,
     PruneDistiller,
-    StageRunner,
     crop_to_shortest,
     gated_student,
     teacher_targets,
@@ -31,6 +29,7 @@ from robustdistiller_upstream.random_teacher import write_wavlm_checkpoint
 from robustdistiller_upstream.teacher import Teacher, TeacherConfig
 from robustdistiller_upstream.train.data import Batch
 from robustdistiller_upstream.train.optim import build_optimizer
+from robustdistiller_upstream.train.runner import Trainer
 
 RECIPE = Path(__file__).resolve().parents[1] / "pretrain" / "rd_dpwavlm.yaml"
 LAYERS = [0, 1, 2]
@@ -46,22 +45,24 @@ def _recipe(**changes) -> PruneConfig:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """A tiny WavLM teacher (CNN narrower than the transformer: a real feature projection) and the recipe on it."""
+    """A tiny WavLM teacher (CNN narrower than the transformer: a real feature projection) and the recipe on it
+    (the tests' corpus; no contamination or head: what these tests look at is the distillation)."""
     root = tmp_path_factory.mktemp("fidelity")
+    world = make_world(root)
     path = write_teacher("wavlm", root / "teacher.pt", encoder_layerdrop=0.5)
     config = _recipe(teacher={"ckpt": str(path), "precision": "fp32"}, distill_layers=LAYERS,
-                     run={"device": "cpu", "amp": "none"})
+                     denoising={"enabled": False}, enhance={"enabled": False},
+                     data={"librispeech_root": str(world["corpus"]), "manifests": [], "subsets": ["train-clean-100"],
+                           "sequence_length": 6400, "batch_size": 2, "num_workers": 0},
+                     run={"device": "cpu", "amp": "none", "threads": 1})
     return path, config, Teacher(config.teacher, LAYERS)
 
 
-def _runner(config: PruneConfig, teacher: Teacher, amp: str = "none") -> StageRunner:
-    student = gated_student(config)
-    objective = build_objective(config.objective.name, config.objective.options, teacher.dim, teacher.dim, LAYERS)
-    distiller = PruneDistiller(student, objective, LAYERS, teacher.dim, shared_projection=config.shared_projection,
-                               projection_first=config.projection_first)
-    controller = LagrangianController(config.sparsity, num_params(student))
-    return StageRunner(distiller, teacher, config.prune_stage, torch.device("cpu"), controller, config.sparsity,
-                       amp=amp, crop=config.crop_to_shortest)
+def _step(trainer: Trainer) -> dict[str, float]:
+    """One training step of ``trainer`` on a fixed (2, 4000) batch; its terms."""
+    wav, lengths = batch([4000, 3200])
+    terms, _ = trainer.train_step(itertools.repeat(Batch(wav, lengths, ["a", "b"], 0)))
+    return {k: float(v) for k, v in terms.items()}
 
 
 def test_1_cosine_term_is_raw_cosine():
@@ -113,12 +114,11 @@ def test_3_layer_0_has_its_own_map_and_the_others_share_one(tiny):
     assert len({id(p) for p in own}) == 4
 
 
-def test_4_adamw_with_torch_defaults_and_dphubert_schedule(tiny):
+def test_4_adamw_with_torch_defaults_and_dphubert_schedule(tiny, tmp_path):
     """``torch.optim.AdamW(pgs)``: betas (0.9, 0.999), eps 1e-8, weight decay 0 (run.sh) for main, log_alpha and
     lambda (lr = reg_lr; DPHuBERT's negative lr = our negated gradients); ``LinearDecayLRScheduler``."""
     _, config, teacher = tiny
-    runner = _runner(config, teacher)
-    optimizer = runner.optimizer
+    optimizer = Trainer(config, tmp_path / "exp").optimizer
     assert type(optimizer) is torch.optim.AdamW
     assert [g["name"] for g in optimizer.param_groups] == ["main", "log_alpha", "lambda"]
     for group in optimizer.param_groups:
@@ -146,27 +146,31 @@ def test_5_the_student_never_drops_a_layer(tiny):
     assert gated_student(on).encoder.transformer.layer_drop == 0.5
 
 
-def test_6_every_optimized_parameter_is_clipped_together(tiny):
+def test_6_every_optimized_parameter_is_clipped_together(tiny, tmp_path):
     """Lightning's ``gradient_clip_val`` clips the norm over all of the optimizer's parameters, gates and
     multipliers included."""
     _, config, teacher = tiny
     config = from_dict(PruneConfig, {**to_dict(config), "prune_stage": {"steps": 5, "optim": {
         **to_dict(config.prune_stage.optim), "clip_grad_norm": 1e-3}}})
-    runner = _runner(config, teacher)
-    wav, lengths = batch([4000, 3200])
-    runner.train_step(Batch(wav, lengths, ["a", "b"], 0))
+    trainer = Trainer(config, tmp_path / "exp")
     norm = lambda params: float(torch.linalg.vector_norm(torch.stack(  # noqa: E731
         [p.grad.norm() for p in params if p.grad is not None])))
-    main = runner.optimizer.param_groups[0]["params"]
-    assert norm(runner.params) == pytest.approx(1e-3, rel=1e-4)
-    assert norm(main) < 1e-3 * 0.9999  # the gates and multipliers took part of the budget
+    norms = {}  # at the optimizer step: the loop clears the gradients after it
+    trainer.optimizer.register_step_pre_hook(lambda optimizer, *_: norms.update(
+        all=norm([p for g in optimizer.param_groups for p in g["params"]]),
+        main=norm(optimizer.param_groups[0]["params"])))
+    _step(trainer)
+    assert norms["all"] == pytest.approx(1e-3, rel=1e-4)
+    assert norms["main"] < 1e-3 * 0.9999  # the gates and multipliers took part of the budget
 
 
 def test_7_batches_are_cropped_to_their_shortest_utterance():
     """``CollateFnAudio(pad=False, rand_crop=True)``: every row cut to the shortest length at a random offset;
-    ``BucketizeBatchSampler(min_len=32000, max_len=250000)``."""
+    ``BucketizeBatchSampler(max_token_count=160 * 16000, min_len=32000, max_len=250000)`` (its filling:
+    test_train_data.py)."""
     config = _recipe()
     assert config.crop_to_shortest and config.data.min_length == 32000 and config.data.sequence_length == 250000
+    assert config.data.batch_seconds == 160
     wav, lengths = batch([4000, 3200, 3500], seed=1)
     torch.manual_seed(3)
     cropped = crop_to_shortest(Batch(wav, lengths, ["a", "b", "c"], 0))
@@ -178,15 +182,17 @@ def test_7_batches_are_cropped_to_their_shortest_utterance():
     assert offsets[1] == 0 and offsets[0] != 0  # a random window where there is room
 
 
-def test_8_student_and_teacher_run_under_fp16_autocast(tiny):
+def test_8_student_and_teacher_run_under_fp16_autocast(tiny, tmp_path):
     """``--precision 16``: Lightning's native AMP wraps ``training_step``, the teacher's forward included, with a
     gradient scaler."""
     path, config, _ = tiny
     shipped = _recipe()
     assert shipped.run.amp == "fp16" and shipped.teacher.precision == "fp16"
-    teacher = Teacher(from_dict(TeacherConfig, {**to_dict(shipped.teacher), "ckpt": str(path)}), LAYERS)
-    runner = _runner(config, teacher, amp="fp16")
-    assert runner.scaler.is_enabled()
+    config = from_dict(PruneConfig, {**to_dict(config), "teacher": {**to_dict(shipped.teacher), "ckpt": str(path)},
+                                     "run": {**to_dict(config.run), "amp": "fp16"}})
+    trainer = Trainer(config, tmp_path / "exp")
+    teacher = trainer.teacher
+    assert trainer.scaler.is_enabled()
     dtypes: dict[str, torch.dtype] = {}
 
     def record(key: str):
@@ -194,11 +200,10 @@ def test_8_student_and_teacher_run_under_fp16_autocast(tiny):
             dtypes[key] = output.dtype
         return hook
 
-    modules = {"student": runner.distiller.student.encoder.transformer.layers[0].feed_forward.intermediate_dense,
+    modules = {"student": trainer.task.student.encoder.transformer.layers[0].feed_forward.intermediate_dense,
                "teacher": teacher.upstream.model.encoder.layers[0].fc1}
     hooks = [module.register_forward_hook(record(key)) for key, module in modules.items()]
-    wav, lengths = batch([4000, 3200])
-    terms = runner.train_step(Batch(wav, lengths, ["a", "b"], 0))
+    terms = _step(trainer)
     for hook in hooks:
         hook.remove()
     assert dtypes == {"student": torch.float16, "teacher": torch.float16}

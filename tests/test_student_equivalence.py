@@ -18,9 +18,16 @@ def _wavs(seed: int = 1) -> list[torch.Tensor]:
 
 
 def _hidden_states(upstream, wavs) -> list[torch.Tensor]:
+    """Stock distiller's list: [projected, layers..., heads...]; ours: the same, heads of another width than the
+    encoder's under ``predictions`` (s3prl's featurizer stacks ``hidden_states``)."""
     upstream.eval()
     with torch.no_grad():
-        return upstream(wavs)["hidden_states"]
+        out = upstream(wavs)
+    if "predictions" not in out:  # stock distiller_local
+        return out["hidden_states"]
+    hidden, heads = out["hidden_states"], out["predictions"]
+    assert all(h.shape[-1] == hidden[0].shape[-1] for h in hidden)
+    return hidden if heads[0].shape[-1] == hidden[0].shape[-1] else hidden + heads
 
 
 def _max_diff(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> float:
@@ -37,6 +44,10 @@ def test_s3prl_checkpoint_same_hidden_states(tmp_path, distiller):
     ours = _hidden_states(hub.robustdistiller_local(ckpt=str(ckpt)), wavs)
     theirs = _hidden_states(hub.distiller_local(ckpt=str(ckpt)), wavs)
     assert len(ours) == 1 + distiller["encoder_layers"] + distiller["n_tasks"]
+    # heads of another width than the encoder's stay out of hidden_states (s3prl's featurizer stacks them)
+    featurizer_safe = hub.robustdistiller_local(ckpt=str(ckpt)).eval()([wavs[0]])["hidden_states"]
+    heads_apart = distiller["final_dim"] != distiller["encoder_embed_dim"]
+    assert len(featurizer_safe) == len(ours) - distiller["n_tasks"] * heads_apart
     assert _max_diff(ours, theirs) <= 1e-4
 
 

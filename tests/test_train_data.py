@@ -77,3 +77,28 @@ def test_corpus_errors_name_the_key(tmp_path):
     (tmp_path / "bad.csv").write_text("path,length\na.flac,notanint\n")
     with pytest.raises(ConfigError, match="bad.csv:2: expected columns path,length"):
         load_corpus(DataConfig(manifests=[str(tmp_path / "bad.csv")]))
+
+
+def test_batch_seconds_fills_batches_up_to_dphubert_s_160_seconds():
+    """``BucketizeBatchSampler(max_token_count=160 * 16000, min_len=32000, max_len=250000)`` (DPHuBERT's
+    distill.py, run.sh ``--seconds_per_batch 160``): rd_dpwavlm.yaml's setting; each batch a run of similar
+    lengths summing to at most 160 s, closed only when the next utterance would not fit."""
+    from pathlib import Path
+
+    from robustdistiller_upstream.config import load_config
+    from robustdistiller_upstream.prune.train import PruneConfig
+
+    data = load_config(PruneConfig, Path(__file__).resolve().parents[1] / "pretrain" / "rd_dpwavlm.yaml").data
+    assert (data.batch_seconds, data.min_length, data.sequence_length) == (160, 32000, 250000)
+    budget = int(data.batch_seconds * 16000)
+    lengths = np.random.default_rng(0).integers(32000, 250001, size=3000).tolist()
+    batches = bucketed_batches(lengths, data.batch_size, seed=0, epoch=0, max_samples=budget)
+    assert sorted(i for batch in batches for i in batch) == list(range(3000))
+    assert all(sum(lengths[i] for i in batch) <= budget for batch in batches)
+    by_length = sorted(batches, key=lambda batch: min(lengths[i] for i in batch))
+    for batch, following in zip(by_length, by_length[1:]):
+        assert max(lengths[i] for i in batch) <= min(lengths[i] for i in following)  # runs in length order
+        assert sum(lengths[i] for i in batch) + min(lengths[i] for i in following) > budget  # closed when full
+    sizes = [len(batch) for batch in batches]
+    assert min(sizes) >= 10 and max(sizes) <= 80  # 160 s of 2-15.6 s utterances
+    assert batches != bucketed_batches(lengths, data.batch_size, seed=0, epoch=1, max_samples=budget)

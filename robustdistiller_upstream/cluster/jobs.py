@@ -49,10 +49,6 @@ class TrainingJob:
     resume: bool = False
 
     def has_resume_state(self) -> bool:
-        if self.kind == "prune":
-            from robustdistiller_upstream.prune.train import RESUME_FILE
-
-            return (self.exp_dir / RESUME_FILE).is_file()
         from robustdistiller_upstream.train.runner import checkpoints
 
         return bool(checkpoints(self.exp_dir))
@@ -63,10 +59,6 @@ class TrainingJob:
         from robustdistiller_upstream.cli import _setup_logging
 
         _setup_logging(verbose=False)  # a no-op where the CLI runs the job itself (local launcher)
-        if self.kind == "prune":
-            from robustdistiller_upstream.prune.train import prune_and_distill
-
-            return {"rank": 0, "checkpoint": str(prune_and_distill(self.config, self.exp_dir, self.resume))}
         import torch.distributed as dist
 
         from robustdistiller_upstream.train.runner import Trainer

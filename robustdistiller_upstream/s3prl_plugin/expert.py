@@ -33,11 +33,24 @@ def read_expert_options(model_config: Optional[str]) -> dict[str, Any]:
     return options
 
 
+def featurizer_safe(states: list[Tensor]) -> list[Tensor]:
+    """The states of ``states[0]``'s (the encoder's) width, each (batch, frames, dim), in order.
+
+    s3prl's default featurizer stacks every tensor of ``hidden_states`` for its weighted sum, so prediction heads
+    of another width (e.g. 80-d log-mel heads on a 256-d encoder) must not be among them. When all widths agree,
+    as in every paper recipe, nothing is dropped.
+    """
+    width = states[0].shape[-1]
+    return [state for state in states if state.shape[-1] == width]
+
+
 class UpstreamExpert(UpstreamBase):
     """``forward(list of (samples,) 16 kHz tensors)`` -> s3prl's distiller output contract.
 
     ``hidden_states``: [projected CNN features, each transformer layer, each prediction head], every one
-    (batch, frames, dim) - the same list, order and lengths as stock ``distiller_local`` for the same weights.
+    (batch, frames, dim) - the same list, order and lengths as stock ``distiller_local`` for the same weights -
+    without the heads when their width differs from the encoder's (``featurizer_safe``). ``predictions``: the
+    heads alone (``-s predictions``), ``paper``: the last transformer layer (``-s paper``).
     """
 
     def __init__(
@@ -57,10 +70,12 @@ class UpstreamExpert(UpstreamBase):
     def forward(self, wavs: list[Tensor]) -> dict[str, Any]:
         lengths = torch.tensor([len(wav) for wav in wavs], device=wavs[0].device)
         out = self.model(pad_sequence(wavs, batch_first=True), lengths)
-        hidden_states = [out.projected, *out.layer_hiddens, *out.predictions.unbind(1)]
+        heads = list(out.predictions.unbind(1))
+        hidden_states = featurizer_safe([out.projected, *out.layer_hiddens, *heads])
         return {
             "hidden_states": hidden_states,
             "last_hidden_state": hidden_states[-1],
             "pad_mask": (~out.padding_mask).to(out.projected.dtype),  # (batch, frames), 1 = valid, as s3prl
             "paper": out.layer_hiddens[-1],  # the DistilHuBERT paper's representation
+            "predictions": heads,
         }

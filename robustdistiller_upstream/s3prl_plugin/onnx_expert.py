@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from robustdistiller_upstream.errors import CheckpointError, ConfigError, UserError
+from robustdistiller_upstream.s3prl_plugin.expert import featurizer_safe
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,6 @@ class OnnxUpstreamExpert(UpstreamBase):
         lengths = torch.tensor([len(wav) for wav in wavs])
         wav = pad_sequence([w.detach().float().cpu() for w in wavs], batch_first=True)
         hidden, frame_lengths = run_session(self.session, wav, lengths)
-        hidden = [h.to(device) for h in hidden]
+        hidden = featurizer_safe([h.to(device) for h in hidden])
         valid = torch.arange(hidden[0].shape[1])[None, :] < frame_lengths[:, None]
         return {"hidden_states": hidden, "last_hidden_state": hidden[-1], "pad_mask": valid.float().to(device)}

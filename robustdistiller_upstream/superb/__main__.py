@@ -20,6 +20,13 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _folds(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected fold numbers, e.g. 1 or 1,2,3,4,5") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_superb.sh", description=__doc__.splitlines()[0])
     p.add_argument("--upstream", required=True, help="any s3prl hub name (robustdistiller_local, distiller_local, "
@@ -31,9 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default="all", help="'all' or a comma list of PR,KS,IC,SID,ER,ASR,QbE,SF,ASV,SD,SE,SS")
     p.add_argument("--conditions", default="", help="conditions YAML (default: downstream_configs/conditions.yaml)")
     p.add_argument("--only-conditions", type=_csv, default=[], help="comma list of condition names to run")
+    p.add_argument("--er-folds", type=_folds, default=[1, 2, 3, 4, 5],
+                   help="ER: IEMOCAP folds to train and test (fold N tests on Session N); default all five, whose "
+                        "mean is SUPERB's ER score; 1 for a quick run")
     p.add_argument("--data-root", default="", help="folder holding the datasets (${DATA_ROOT} in the configs)")
     p.add_argument("--s3prl-dir", default="", help="an s3prl git checkout, for the data files and modules the PyPI "
-                                                   "s3prl lacks (PR, ER, ASR, SF, ASV); default $S3PRL_DIR")
+                                                   "s3prl lacks (PR's lexicons, ER, ASV); default $S3PRL_DIR")
     p.add_argument("--exp-root", default="exp/superb", help="results go to EXP_ROOT/TAG/TASK/...")
     p.add_argument("--cond-root", default="", help="condition copies (default EXP_ROOT/_conditions), shared by "
                                                    "all upstreams")
@@ -67,7 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         data_root=args.data_root, s3prl_dir=args.s3prl_dir, exp_root=args.exp_root, cond_root=args.cond_root,
         gpus=args.gpus, nproc=args.nproc, overrides=args.override, runner_args=runner_args,
         contaminate_workers=args.contaminate_workers, launcher=args.launcher, slurm=args.slurm,
-        max_parallel=args.max_parallel)
+        max_parallel=args.max_parallel, er_folds=args.er_folds)
     try:
         if args.max_parallel and args.launcher == "local":
             raise ConfigError("--max-parallel caps cluster jobs (--launcher slurm or local-submitit); locally "

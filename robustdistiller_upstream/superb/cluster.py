@@ -37,8 +37,8 @@ class StepFailed(RuntimeError):
 
 def _step_run(sweep: Sweep, plan: TaskPlan, kind: str, condition: str) -> Run:
     if kind == "condition":
-        folder = sweep.cond_root / plan.spec.name / condition
-        return Run(plan.spec.name, kind, condition, folder, status="skipped" if (folder / READY).is_file() else "todo")
+        folder = sweep.cond_root / plan.label / condition
+        return Run(plan.label, kind, condition, folder, status="skipped" if (folder / READY).is_file() else "todo")
     return next(r for r in plan.runs if (r.kind, r.condition) == (kind, condition))
 
 
@@ -55,7 +55,9 @@ class SweepStep:
         from robustdistiller_upstream.cli import _setup_logging
 
         _setup_logging(verbose=False)
-        sweep = Sweep(dataclasses.replace(self.cfg, tasks=self.task))
+        task, _, fold = self.task.partition("/")  # "ER/fold2": that fold only
+        folds = [int(fold.removeprefix("fold"))] if fold else self.cfg.er_folds
+        sweep = Sweep(dataclasses.replace(self.cfg, tasks=task, er_folds=folds))
         plan = sweep.plans[0]
         if plan.error:
             raise StepFailed(plan.error)

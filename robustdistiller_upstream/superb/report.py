@@ -3,13 +3,16 @@
 From the ``result.json`` files of one or more sweeps (``superb.results``):
 
 - ``results.csv``: one row per upstream x task x condition: metric, direction, value, clean value and the
-  relative degradation vs clean in % (positive = worse, whatever the metric's direction);
+  relative degradation vs clean in % (positive = worse, whatever the metric's direction), and the folds averaged;
 - ``results.md``: per upstream, a task x condition table (``value (+x.x%)``) and the overall score per condition;
 - ``score.csv``: the SUPERB-style overall score per upstream and condition: ``1000 * mean over tasks of
   (value - fbank) / (sota - fbank)`` with reference points from ``superb_reference.yaml`` (tasks without one
   are left out and named);
 - ``snr_<TASK>.png``: metric vs SNR per noise type, one line per upstream (clean as a dotted level);
 - ``reverb.png``: bars per reverberant condition and upstream, one panel per task.
+
+A task with folds (ER: one result per IEMOCAP fold, ``"fold"`` in result.json) is one cell per condition, the mean
+over its folds, as SUPERB reports ER; the table says how many of the task's folds that mean holds.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class Cell:
     higher_better: bool
     value: float
     clean: Optional[float] = None
+    folds: int = 0  # results averaged into ``value`` (tasks with folds; 0: one result)
 
     @property
     def degradation(self) -> Optional[float]:
@@ -78,15 +82,24 @@ class Cell:
 
 
 def collect(rows: Iterable[dict[str, Any]]) -> list[Cell]:
-    """Cells from result rows (later duplicates win), each with its upstream's clean value of the task."""
-    cells: dict[tuple[str, str, str], Cell] = {}
+    """Cells from result rows (later duplicates win), each with its upstream's clean value of the task; the results
+    of a task's folds are averaged into one cell."""
+    by_fold: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     for row in rows:
         if "error" in row:
             log.warning("skipping %s", row["error"])
             continue
-        key = (row["tag"], row["task"], row["condition"])
+        by_fold[(row["tag"], row["task"], row["condition"], row.get("fold", ""))] = row
+    folds: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for (tag, task, condition, _), row in sorted(by_fold.items()):
+        folds[(tag, task, condition)].append(row)
+    cells: dict[tuple[str, str, str], Cell] = {}
+    for key, group in folds.items():
+        row = group[0]
+        values = [float(r["metrics"][r["metric"]]) for r in group]
         cells[key] = Cell(row["tag"], row["task"], row["condition"], row["spec"], row["metric"],
-                          bool(row["higher_better"]), float(row["metrics"][row["metric"]]))
+                          bool(row["higher_better"]), sum(values) / len(values),
+                          folds=len(group) if row.get("fold") else 0)
     for cell in cells.values():
         clean = next((c for c in cells.values() if (c.tag, c.task) == (cell.tag, cell.task)
                       and describe(c.spec).op == "clean"), None)
@@ -135,10 +148,10 @@ def write_csv(cells: list[Cell], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["upstream", "task", "condition", "spec", "metric", "higher_better", "value", "clean",
-                         "degradation_pct"])
+                         "degradation_pct", "folds"])
         for c in cells:
             writer.writerow([c.tag, c.task, c.condition, c.spec, c.metric, int(c.higher_better), _fmt(c.value, 4),
-                             _fmt(c.clean, 4), _fmt(c.degradation, 2)])
+                             _fmt(c.clean, 4), _fmt(c.degradation, 2), c.folds])
 
 
 def markdown(cells: list[Cell], scores: list[dict[str, Any]]) -> str:
@@ -163,7 +176,8 @@ def markdown(cells: list[Cell], scores: list[dict[str, Any]]) -> str:
                     row.append(_fmt(c.value))
                 else:
                     row.append(f"{_fmt(c.value)} ({c.degradation:+.1f}%)")
-            out.write(f"| {task} | {first.metric} {arrow} | " + " | ".join(row) + " |\n")
+            out.write(f"| {_task_label(task, list(by_cond.values()))} | {first.metric} {arrow} | " + " | ".join(row)
+                      + " |\n")
         mine_scores = {s["condition"]: s for s in scores if s["tag"] == tag}
         if mine_scores:
             clean_tasks = next((s["tasks"] for c, s in mine_scores.items() if describe(
@@ -175,6 +189,16 @@ def markdown(cells: list[Cell], scores: list[dict[str, Any]]) -> str:
                       f"* = over another set of tasks (see score.csv), not comparable.\n")
         out.write("\n")
     return out.getvalue()
+
+
+def _task_label(task: str, cells: list[Cell]) -> str:
+    """``ER (mean of 5/5 folds)`` for a task with folds (``2-5/5`` when conditions hold different counts)."""
+    counts = sorted({c.folds for c in cells})
+    if not counts[-1]:
+        return task
+    total = TASKS[task].folds if task in TASKS else counts[-1]
+    held = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{task} (mean of {held}/{total} folds)"
 
 
 def plot_snr(cells: list[Cell], out_dir: Path) -> list[Path]:

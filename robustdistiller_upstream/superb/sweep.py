@@ -34,6 +34,7 @@ from robustdistiller_upstream.s3prl_stack import (SOX_PACKAGE, describe_stack, i
                                                   sox_effects_users, sox_extension_error)
 from robustdistiller_upstream.superb.conditions import EvalCondition, build_condition
 from robustdistiller_upstream.superb.configs import config_dir, load_task_config
+from robustdistiller_upstream.superb.prepare import ASV_LENGTHS
 from robustdistiller_upstream.superb.results import RESULT, parse_metrics
 from robustdistiller_upstream.superb.state import write_json_atomic
 from robustdistiller_upstream.superb.tasks import TaskSpec, get_key, resolve_tasks, set_key
@@ -68,6 +69,7 @@ class SweepConfig:
     launcher: str = "local"  # local | slurm | local-submitit (superb.cluster)
     slurm: list[str] = field(default_factory=list)  # --slurm key=value,... (cluster.slurm.SlurmOptions)
     max_parallel: int = 0  # jobs in flight at most (cluster launchers; 0: superb.cluster's default)
+    er_folds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])  # IEMOCAP test sessions (ER's folds)
 
 
 @dataclass
@@ -88,12 +90,19 @@ class Run:
 
 @dataclass
 class TaskPlan:
-    """A task's resolved config (or why it cannot run) and its runs in order."""
+    """A task's resolved config (or why it cannot run) and its runs in order; one plan per fold of a task with
+    folds (ER: ``fold`` = ``fold2`` tests on IEMOCAP's Session 2; its runs live in ``<TASK>/fold2/``)."""
 
     spec: TaskSpec
     config: Optional[dict[str, Any]]
     error: str
     runs: list[Run]
+    fold: str = ""
+
+    @property
+    def label(self) -> str:
+        """``ER/fold2`` for a fold, else the task name: the runs' ``task`` and the folder under the sweep."""
+        return f"{self.spec.name}/{self.fold}" if self.fold else self.spec.name
 
 
 def default_tag(cfg: SweepConfig) -> str:
@@ -154,7 +163,7 @@ class Sweep:
         _check_upstream(cfg.upstream)
         self.conditions = self._conditions()
         self.ckpt = str(Path(cfg.ckpt).resolve()) if cfg.ckpt and Path(cfg.ckpt).exists() else cfg.ckpt
-        self.plans = [self._plan(spec) for spec in resolve_tasks(cfg.tasks)]
+        self.plans = [plan for spec in resolve_tasks(cfg.tasks) for plan in self._plans(spec)]
         self.copies: list[Run] = []  # condition-copy jobs (cluster launchers)
         self.jobs_folder = str(self.exp / "jobs") if cfg.launcher != "local" else ""
         self._earlier_jobs()
@@ -175,6 +184,8 @@ class Sweep:
             env["DATA_ROOT"] = str(Path(self.cfg.data_root).resolve())
         if self.cfg.s3prl_dir:
             env["S3PRL_DIR"] = str(Path(self.cfg.s3prl_dir).resolve())
+        # ASV's length cache (superb.prepare.asv_lengths), made before its runs
+        env["RD_SUPERB_ASV_LENGTHS"] = str(self.cond_root / "_prepared" / "ASV" / ASV_LENGTHS)
         # s3prl downstream checkpoints pickle an argparse.Namespace (DESIGN 5): only the runner needs this
         env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
         return env
@@ -195,7 +206,16 @@ class Sweep:
         wanted = self.cfg.only_conditions or list(conditions)
         return [EvalCondition(name, *conditions[name]) for name in wanted]
 
-    def _plan(self, spec: TaskSpec) -> TaskPlan:
+    def _plans(self, spec: TaskSpec) -> list[TaskPlan]:
+        """The task's plan, or one per fold in ``--er-folds`` for a task with folds."""
+        if not spec.folds:
+            return [self._plan(spec)]
+        wrong = sorted(set(self.cfg.er_folds) - set(range(1, spec.folds + 1)))
+        if wrong or not self.cfg.er_folds:
+            raise ConfigError(f"--er-folds {self.cfg.er_folds}: {spec.name} has folds 1..{spec.folds}")
+        return [self._plan(spec, f"fold{k}") for k in sorted(set(self.cfg.er_folds))]
+
+    def _plan(self, spec: TaskSpec, fold: str = "") -> TaskPlan:
         error, config = "", None
         try:
             if spec.needs_s3prl_dir and not Path(self.env.get("S3PRL_DIR", ""), "s3prl", "downstream").is_dir():
@@ -203,12 +223,17 @@ class Sweep:
                                   f"checkout, holding s3prl/downstream/) or set S3PRL_DIR")
             config = load_task_config(spec, self.env, self.cfg.overrides)
             get_key(config["downstream_expert"], spec.test_key, spec.config)
+            if fold:  # the emotion expert's key (it reads Session N's meta data for fold N)
+                set_key(config["downstream_expert"], "datarc.test_fold", fold)
             _import_expert(spec.downstream)
+            if spec.check is not None:  # after the stack and machine checks: those hold for every dataset
+                spec.check(config["downstream_expert"])
         except (UserError, OSError) as exc:
             error = str(exc)
-        task_dir = self.exp / spec.name
-        runs = [Run(spec.name, "train", "", task_dir / "train")] if spec.trains else []
-        runs += [Run(spec.name, "evaluate", c.name, task_dir / c.name) for c in self.conditions]
+        plan = TaskPlan(spec, config, error, [], fold)
+        task_dir = self.exp / plan.label
+        runs = [Run(plan.label, "train", "", task_dir / "train")] if spec.trains else []
+        runs += [Run(plan.label, "evaluate", c.name, task_dir / c.name) for c in self.conditions]
         for run in runs:
             marker = run.expdir / (DONE if run.kind == "train" else RESULT)
             if marker.is_file():
@@ -218,7 +243,8 @@ class Sweep:
                     error = error or (f"{marker} was made with upstream {made.get('upstream')!r} ckpt "
                                       f"{made.get('ckpt')!r}, not {self.cfg.upstream!r} {self.ckpt!r}: "
                                       f"choose another --tag (finished results are never overwritten)")
-        return TaskPlan(spec, config, error, runs)
+        plan.error, plan.runs = error, runs
+        return plan
 
     # ---- commands -------------------------------------------------------------------------------------
 
@@ -263,7 +289,7 @@ class Sweep:
         return _LAUNCH + ["-m", "evaluate", "-e", str(checkpoint), *split, "-o", override, *self._device_args(gpu)]
 
     def best_checkpoint(self, plan: TaskPlan) -> Path:
-        done = self.exp / plan.spec.name / "train" / DONE
+        done = self.exp / plan.label / "train" / DONE
         return Path(json.loads(done.read_text())["checkpoint"])
 
     # ---- running --------------------------------------------------------------------------------------
@@ -299,7 +325,7 @@ class Sweep:
         if not best and not states:
             raise RuntimeError(f"training finished without a checkpoint in {run.expdir}")
         checkpoint = best[0] if best else states[-1]
-        write_json_atomic(run.expdir / DONE, {"task": plan.spec.name, "checkpoint": str(checkpoint),
+        write_json_atomic(run.expdir / DONE, {"task": plan.label, "checkpoint": str(checkpoint),
                                               "upstream": self.cfg.upstream, "ckpt": self.ckpt})
 
     def _clean_root(self, plan: TaskPlan) -> Path:
@@ -310,8 +336,11 @@ class Sweep:
         clean_root = self._clean_root(plan)
         if not clean_root.exists():
             raise ConfigError(f"{plan.spec.name}: test data {clean_root} not found (key {plan.spec.test_key})")
+        if plan.spec.prepare is not None:  # the test parts may be listed in derived files (ER's meta data)
+            plan.spec.prepare(plan.config, self.cond_root / "_prepared" / plan.spec.name)
         parts = plan.spec.test_parts(plan.config["downstream_expert"], clean_root)
-        return build_condition(plan.spec.name, condition, clean_root, parts, self.cond_root, self.conditions_file,
+        # a fold tests other files: its copies are its own (<cond_root>/ER/fold2/<CONDITION>/)
+        return build_condition(plan.label, condition, clean_root, parts, self.cond_root, self.conditions_file,
                                self.env, self.cfg.contaminate_workers)
 
     def _evaluate(self, plan: TaskPlan, run: Run, condition: EvalCondition, gpu: Optional[str]) -> None:
@@ -328,7 +357,8 @@ class Sweep:
         if plan.spec.metric.name not in metrics:
             raise RuntimeError(f"no {plan.spec.metric.name} in {run.expdir / RUN_LOG}")
         write_json_atomic(run.expdir / RESULT, {
-            "task": plan.spec.name, "condition": condition.name, "spec": condition.spec, "seed": condition.seed,
+            "task": plan.spec.name, "fold": plan.fold, "condition": condition.name, "spec": condition.spec,
+            "seed": condition.seed,
             "upstream": self.cfg.upstream, "ckpt": self.ckpt, "tag": self.tag, "metrics": metrics,
             "metric": plan.spec.metric.name, "higher_better": plan.spec.metric.higher_better,
             "checkpoint": str(checkpoint or ""),
@@ -349,7 +379,7 @@ class Sweep:
         recorded in ``run``, never raised."""
         condition = {c.name: c for c in self.conditions}.get(run.condition)
         start = time.monotonic()
-        log.info("%s %s %s%s", self.tag, plan.spec.name, run.kind, f" on {run.condition}" * bool(run.condition))
+        log.info("%s %s %s%s", self.tag, plan.label, run.kind, f" on {run.condition}" * bool(run.condition))
         try:
             if run.kind == "train":
                 self._train(plan, run, gpu)
@@ -360,7 +390,7 @@ class Sweep:
             run.status = "done"
         except Exception as exc:  # any failure of one run is recorded; the sweep goes on
             run.status, run.reason = "failed", str(exc)
-            log.error("%s %s %s failed: %s", plan.spec.name, run.kind, run.condition, exc)
+            log.error("%s %s %s failed: %s", plan.label, run.kind, run.condition, exc)
         run.seconds = time.monotonic() - start
 
     def _run_task(self, plan: TaskPlan, gpu: Optional[str]) -> None:
@@ -397,7 +427,7 @@ class Sweep:
                 finally:
                     slots.put(gpu)
 
-            thread = threading.Thread(target=work, name=plan.spec.name)
+            thread = threading.Thread(target=work, name=plan.label)
             thread.start()
             threads.append(thread)
         for thread in threads:
@@ -409,7 +439,7 @@ class Sweep:
         self.write_summary()
         for plan in self.plans:
             if plan.error:
-                log.error("%s cannot run: %s", plan.spec.name, plan.error)
+                log.error("%s cannot run: %s", plan.label, plan.error)
         failed = any(r.status in ("failed", "blocked") for p in self.plans for r in p.runs)
         return 1 if failed or any(p.error for p in self.plans) else 0
 
@@ -425,7 +455,7 @@ class Sweep:
             note = f": CANNOT RUN: {plan.error}" if plan.error else ""
             if not plan.error and not self._clean_root(plan).exists():
                 note = f": test data {self._clean_root(plan)} not found (the runs will fail)"
-            lines.append(f"{plan.spec.name} ({plan.spec.downstream}, {plan.spec.config}){note}")
+            lines.append(f"{plan.label} ({plan.spec.downstream}, {plan.spec.config}){note}")
             for run in plan.runs:
                 command: list[str] = []
                 if run.status == "todo" and not plan.error:
@@ -434,7 +464,7 @@ class Sweep:
                     else:
                         clean = run.condition == "clean"
                         root = self._clean_root(plan) if clean else Path("<condition copy>")
-                        best = self.exp / plan.spec.name / "train" / "<best>.ckpt" if plan.spec.trains else None
+                        best = self.exp / plan.label / "train" / "<best>.ckpt" if plan.spec.trains else None
                         command = self.evaluate_command(plan, run, root, gpu, best)
                 what = run.kind + (f" {run.condition}" if run.condition else "")
                 lines.append(f"  {what:<28} {run.status:<8} {' '.join(command)}")

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from robustdistiller_upstream.errors import ConfigError
-from robustdistiller_upstream.superb.prepare import prepare_asr
+from robustdistiller_upstream.superb.prepare import prepare_asr, prepare_asv, prepare_er, prepare_pr, prepare_sf
 
 _NUMBER = r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)"
 
@@ -83,12 +84,30 @@ def _snips(expert: Mapping[str, Any], root: Path) -> list[str]:
 
 
 def _quesst14(_: Mapping[str, Any], root: Path) -> list[str]:
+    # "quesst14Database/Audio/quesst14_00001.wav nnenglish": the expert drops the first folder and reads English only
     parts = set()
     for lst in ("language_key_utterances.lst", "language_key_eval.lst"):
         for line in (root / "scoring" / lst).read_text().splitlines():
-            if line.strip():
-                parts.add(line.split()[0])
+            fields = line.split()
+            if len(fields) == 2 and fields[1] == "nnenglish":
+                parts.add(fields[0].split("/", 1)[-1])
     return sorted(parts)
+
+
+QUESST_SCORER = "scoring/score-TWV-Cnxe.sh"
+
+
+def _quesst14_scorer(expert: Mapping[str, Any]) -> None:
+    """QbE's MTWV comes from the scorer only QUESST 2014 ships (its ``score-TWV-Cnxe.sh`` runs MediaEval's Java
+    tool ``MediaEvalQUESST2014.jar``): without it, or without ``java`` for it, the runs could not be scored."""
+    script = Path(get_key(expert, "datarc.dataset_root", "downstream_expert")) / QUESST_SCORER
+    if not script.is_file():
+        raise ConfigError(f"{script} not found: QbE's MTWV comes from the NIST/MediaEval scorer that only the QUESST "
+                          f"2014 download ships (score-TWV-Cnxe.sh + MediaEvalQUESST2014.jar); the runner alone "
+                          f"writes benchmark.stdlist.xml but no metric")
+    if ".jar" in script.read_text(errors="replace") and shutil.which("java") is None:
+        raise ConfigError(f"{script} runs a Java tool (MediaEvalQUESST2014.jar) and there is no java on PATH "
+                          f"(Debian: apt-get install default-jre-headless)")
 
 
 def _voxceleb1_test(_: Mapping[str, Any], __: Path) -> list[str]:
@@ -129,6 +148,10 @@ class TaskSpec:
     needs_s3prl_dir: bool = False
     # derives missing data files into a cache folder and points the config there (before training)
     prepare: Optional[Callable[[dict[str, Any], Path], None]] = None
+    # cross-validation folds (ER: IEMOCAP's 5 sessions, each the test set once; the score is their mean)
+    folds: int = 0
+    # raises ConfigError naming what the dataset lacks that the runs need beyond the test data (planning time)
+    check: Optional[Callable[[Mapping[str, Any]], None]] = None
 
     @property
     def metric(self) -> Metric:
@@ -150,8 +173,8 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("PR", "phoneme recognition", "ctc", "pr.yaml", "LibriSpeech",
                  (Metric("PER", _printed("test", "per"), False, 100.0),), "test", "corpus.path",
                  _listed("corpus.test"),
-                 "LibriSpeech/{train-clean-100,dev-clean,test-clean}/SPK/CH/*.flac + *.trans.txt",
-                 needs_s3prl_dir=True),
+                 "LibriSpeech/{train-clean-100,dev-clean,test-clean}/SPK/CH/*.flac + *.trans.txt; lexicons from "
+                 "S3PRL_DIR or PR_LEXICON; phoneme.txt written when missing", prepare=prepare_pr),
         TaskSpec("KS", "keyword spotting", "speech_commands", "ks.yaml", "Speech Commands v0.01", _acc(), "test",
                  "datarc.speech_commands_test_root", _whole,
                  "speech_commands_v0.01/WORD/*.wav (+ _background_noise_/), speech_commands_test_set_v0.01/WORD/*.wav"),
@@ -161,10 +184,10 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("SID", "speaker identification", "voxceleb1", "sid.yaml", "VoxCeleb1", _acc(), "test",
                  "datarc.file_path", _voxceleb1_sid,
                  "VoxCeleb1/{dev,test}/wav/idXXXXX/VIDEO/*.wav + iden_split.txt"),
-        TaskSpec("ER", "emotion recognition", "emotion", "er.yaml", "IEMOCAP (fold 1)", _acc(), "test",
+        TaskSpec("ER", "emotion recognition", "emotion", "er.yaml", "IEMOCAP (5 folds)", _acc(), "test",
                  "datarc.root", _iemocap,
-                 "IEMOCAP_full_release/SessionN/sentences/wav/... + s3prl emotion/meta_data/SessionN/*.json",
-                 needs_s3prl_dir=True),
+                 "IEMOCAP_full_release/SessionN/{sentences/wav,dialog/EmoEvaluation}/...; meta_data/SessionN/*.json "
+                 "derived when missing", prepare=prepare_er, folds=5),
         TaskSpec("ASR", "speech recognition", "asr", "asr.yaml", "LibriSpeech",
                  (Metric("WER", _printed("test-clean", "wer"), False),), "test-clean", "datarc.libri_root",
                  _listed("datarc.test-clean"),
@@ -173,28 +196,35 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("QbE", "query by example", "quesst14_dtw", "qbe.yaml", "QUESST 2014",
                  (Metric("MTWV", rf"maxTWV:?\s*{_NUMBER}", True),), "eval", "datarc.dataset_root", _quesst14,
                  "quesst14Database/{Audio,dev_queries,eval_queries}/*.wav + scoring/ (NIST scoring scripts)",
-                 trains=False),
+                 trains=False, check=_quesst14_scorer),
         TaskSpec("SF", "slot filling", "ctc", "sf.yaml", "Audio SNIPS",
                  (Metric("SlotF1", _printed("test", "slot_type_f1"), True, 100.0),
                   Metric("SlotCER", _printed("test", "slot_value_cer"), False, 100.0)), "test", "corpus.path",
-                 _snips, "SNIPS/{train,valid,test}/*.wav + all.iob.snips.txt + slots.txt", needs_s3prl_dir=True),
+                 _snips, "SNIPS/{train,valid,test}/*.wav + all.iob.snips.txt + slots.txt; character.txt written "
+                 "when missing", prepare=prepare_sf),
         TaskSpec("ASV", "speaker verification", "sv_voxceleb1", "asv.yaml", "VoxCeleb1",
                  (Metric("EER", rf"^sv-voxceleb1/test-EER: {_NUMBER}\s*$", False, 100.0),), "test",
-                 "datarc.file_path", _voxceleb1_test, "VoxCeleb1/{dev,test}/wav/... + voxceleb1_test_v2.txt",
-                 needs_s3prl_dir=True),
+                 "datarc.file_path", _voxceleb1_test,
+                 "VoxCeleb1/{dev,test}/wav/... + voxceleb1_test_v2.txt; dev lists derived when missing",
+                 prepare=prepare_asv),
         TaskSpec("SD", "speaker diarization", "diarization", "sd.yaml", "LibriMix (Libri2Mix)",
                  (Metric("DER", rf"^mode test acc \S+ der {_NUMBER}\s*$", False, 100.0),), "test",
                  "loaderrc.test_dir", _whole,
                  "Kaldi data dirs {train,dev,test}/{wav.scp,segments,utt2spk,reco2dur,rttm} (s3prl SD recipe)"),
         TaskSpec("SE", "speech enhancement", "enhancement_stft", "se.yaml", "VoiceBank-DEMAND",
                  (Metric("PESQ", rf"^Average pesq of \d+ utts is {_NUMBER}\s*$", True),
-                  Metric("STOI", rf"^Average stoi of \d+ utts is {_NUMBER}\s*$", True, 100.0)), "test",
+                  Metric("STOI", rf"^Average stoi of \d+ utts is {_NUMBER}\s*$", True, 100.0),
+                  Metric("SI-SDRi", rf"^Average si_sdr of \d+ utts is {_NUMBER}\s*$", True)), "test",
                  "loaderrc.test_dir", _scp_dirs,
                  "wav16k/{train,dev,test}/{noisy,clean}/wav.scp (s3prl scripts/Voicebank/data_prepare.py)"),
         TaskSpec("SS", "source separation", "separation_stft", "ss.yaml", "Libri2Mix (min, 16 kHz)",
-                 (Metric("SI-SDRi", rf"^Average si_sdri of \d+ utts: {_NUMBER}\s*$", True),), "test",
+                 # the expert prints the SI-SDR improvement as "si_sdr"
+                 (Metric("SI-SDRi", rf"^Average si_sdr of \d+ utts: {_NUMBER}\s*$", True),
+                  Metric("PESQ", rf"^Average pesq of \d+ utts: {_NUMBER}\s*$", True),
+                  Metric("STOI", rf"^Average stoi of \d+ utts: {_NUMBER}\s*$", True, 100.0)), "test",
                  "loaderrc.test_dir", _scp_dirs,
-                 "Libri2Mix/wav16k/min/{train-100,dev,test}/{mix_clean,s1,s2}/wav.scp (s3prl data_prepare.py)"),
+                 "separation_stft/Libri2Mix/wav16k/min/{train-100,dev,test}/{mix_clean,s1,s2}/wav.scp "
+                 "(s3prl separation_stft/scripts/LibriMix/data_prepare.py; wav.scp names the Libri2Mix wavs)"),
     ]
 }
 

@@ -29,7 +29,10 @@ SAMPLE_RATE = 16000
 class DataConfig:
     """``librispeech_root`` + ``subsets`` and/or ``manifests`` (CSV with ``path,length`` columns; relative paths
     are relative to the CSV). Lengths and ``sequence_length`` (the random crop) in samples at 16 kHz; utterances
-    shorter than ``min_length`` are left out. ``batch_size`` is per rank and micro-step."""
+    shorter than ``min_length`` are left out. ``batch_size`` utterances per rank and micro-step, or, with
+    ``batch_seconds`` > 0, as many utterances of similar length as hold at most ``batch_seconds`` of audio
+    (counted at their cropped lengths; ``batch_size`` is then unused): DPHuBERT's
+    ``BucketizeBatchSampler(max_token_count=seconds_per_batch * 16000)``."""
 
     librispeech_root: Optional[str] = None
     subsets: list[str] = field(default_factory=lambda: ["train-clean-100", "train-clean-360", "train-other-500"])
@@ -37,8 +40,14 @@ class DataConfig:
     sequence_length: int = 250000
     min_length: int = 16000
     batch_size: int = 24
+    batch_seconds: float = 0.0
     num_workers: int = 4
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_seconds < 0 or self.batch_size < 1:
+            raise ConfigError(f"data.batch_seconds must be >= 0 and data.batch_size >= 1, got "
+                              f"{self.batch_seconds} and {self.batch_size}")
 
 
 @dataclass
@@ -123,12 +132,24 @@ def load_corpus(config: DataConfig) -> tuple[list[Utterance], int]:
     return kept, len(unreadable)
 
 
-def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Batches of similar length: sort by (cropped) length with a seeded tie shuffle, cut into batches, shuffle
-    the batch order. Deterministic in (seed, epoch)."""
+def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
+                     max_samples: int = 0) -> list[list[int]]:
+    """Batches of similar length: sort by (cropped) length with a seeded tie shuffle, cut into batches of
+    ``batch_size`` or, with ``max_samples`` > 0, into runs whose lengths sum to at most ``max_samples`` (an
+    utterance longer than that alone), shuffle the batch order. Deterministic in (seed, epoch)."""
     rng = np.random.default_rng([seed, epoch])
-    order = np.lexsort((rng.permutation(len(lengths)), np.asarray(lengths)))
-    batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    order = np.lexsort((rng.permutation(len(lengths)), np.asarray(lengths))).tolist()
+    if max_samples <= 0:
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    else:
+        batches, total = [[]], 0
+        for index in order:
+            if batches[-1] and total + lengths[index] > max_samples:
+                batches.append([])
+                total = 0
+            batches[-1].append(index)
+            total += lengths[index]
+        batches = [batch for batch in batches if batch]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -189,12 +210,13 @@ class BatchStream:
         self.rank, self.world_size = rank, world_size
         self.epoch, self.position = 0, 0
         if len(self._epoch_batches(0)) == 0:
-            raise ConfigError(
-                f"data: {len(utterances)} utterances give no batch of {config.batch_size} for each of {world_size} ranks"
-            )
+            size = f"{config.batch_seconds} s" if config.batch_seconds > 0 else str(config.batch_size)
+            raise ConfigError(f"data: {len(utterances)} utterances give no batch of {size} for each of {world_size} "
+                              "ranks")
 
     def _epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
-        batches = bucketed_batches(self.cropped, self.config.batch_size, self.config.seed, epoch)
+        batches = bucketed_batches(self.cropped, self.config.batch_size, self.config.seed, epoch,
+                                   int(self.config.batch_seconds * SAMPLE_RATE))
         usable = len(batches) - len(batches) % self.world_size  # equal batch counts on every rank
         mine = batches[self.rank : usable : self.world_size]
         seeds = np.random.default_rng([self.config.seed, epoch, 1]).integers(2**62, size=len(self.cropped))

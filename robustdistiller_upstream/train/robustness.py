@@ -26,9 +26,11 @@ class Scores:
     target_l1: float
 
 
-def _run_upstream(upstream, wavs: list[Tensor]) -> list[Tensor]:
+def _run_upstream(upstream, wavs: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+    """(hidden states, the last prediction head) of our upstream (``robustdistiller_local``)."""
     with torch.no_grad():
-        return upstream(wavs)["hidden_states"]
+        out = upstream(wavs)
+    return out["hidden_states"], out["predictions"][-1]
 
 
 def contaminate(contaminator: Contaminator | None, wavs: list[Tensor], ids: Sequence[str]) -> list[Tensor]:
@@ -43,16 +45,16 @@ def contaminate(contaminator: Contaminator | None, wavs: list[Tensor], ids: Sequ
 
 
 def score_student(upstream, layer: int, teacher: Teacher, wavs: list[Tensor], noisy: list[Tensor]) -> Scores:
-    """``layer``: index of the compared hidden state; the last hidden state is the prediction of ``teacher``."""
+    """``layer``: index of the compared hidden state; the last prediction head predicts ``teacher``."""
     changes, errors = [], []
     for clean_wav, noisy_wav in zip(wavs, noisy):
-        clean_states = _run_upstream(upstream, [clean_wav])
-        noisy_states = _run_upstream(upstream, [noisy_wav])
+        clean_states, _ = _run_upstream(upstream, [clean_wav])
+        noisy_states, prediction = _run_upstream(upstream, [noisy_wav])
         h_clean, h_noisy = clean_states[layer][0], noisy_states[layer][0]
         changes.append(float((h_noisy - h_clean).norm() / h_clean.norm().clamp_min(1e-8)))
         target = teacher(clean_wav[None], torch.tensor([len(clean_wav)]))[0][0]
-        frames = min(len(target), noisy_states[-1].shape[1])
-        errors.append(float((noisy_states[-1][0, :frames] - target[:frames]).abs().mean()))
+        frames = min(len(target), prediction.shape[1])
+        errors.append(float((prediction[0, :frames] - target[:frames]).abs().mean()))
     return Scores(sum(changes) / len(changes), sum(errors) / len(errors))
 
 

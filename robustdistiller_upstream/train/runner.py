@@ -1,9 +1,19 @@
-"""The pretraining loop (nanoGPT-style: plain code, every knob visible), DDP through torchrun.
+"""The training loop of every recipe (nanoGPT-style: plain code, every knob visible), DDP through torchrun.
+
+``Trainer`` owns what every recipe shares: devices, DDP (gloo on the CPU, nccl on CUDA), autocast (fp16 with a
+gradient scaler, bf16), gradient accumulation, clipping, the NaN guard (``train/guard.py``), teacher targets and
+contamination of each batch, logging (``log.jsonl``, tensorboard), checkpoints and exact resume. A recipe supplies
+what differs (``Recipe``): the teacher, its stages, each stage's task module (what computes the loss), its
+optimizer over its own parameter groups, an after-backward hook, and what it saves. ``robustdistiller pretrain``
+runs ``train.recipe.PretrainRecipe`` (one stage), ``robustdistiller prune`` ``prune.train.PruneRecipe`` (stage 1
+``prune``: gated student + Lagrangian controller; stage 2 ``final``: the exported dense student).
 
 Experiment folder ``<exp_root>/<name>/``: ``config.yaml`` (the full recipe), ``log.jsonl`` (one line per logged
-step), ``tb/`` (tensorboard), ``student-step<N>.ckpt`` (the student in s3prl's DistilHuBERT format, loadable by
-``robustdistiller_local`` and stock ``distiller_local``) and ``resume-step<N>.pt`` (optimizer, scaler, scheduler,
-RNG states, data position: what ``--resume`` needs to continue bit-exactly).
+step; a recipe of several stages adds ``stage`` and counts ``step`` within it), ``tb/`` (tensorboard, steps counted
+over all stages), ``resume-step<N>.pt`` (N over all stages: weights, optimizer, scaler, scheduler, RNG states,
+data position, the recipe's own state: what ``--resume`` needs to continue bit-exactly) and what the recipe saves
+(pretraining: ``student-step<N>.ckpt`` beside each resume file, in s3prl's DistilHuBERT format; pruning:
+``pruned.pth`` after stage 1 and ``final.pth`` after stage 2).
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 import numpy as np
 import torch
@@ -27,20 +37,15 @@ from tqdm import tqdm
 
 from robustdistiller_upstream.augment.banks import build_banks
 from robustdistiller_upstream.augment.contaminator import Contaminator
-from robustdistiller_upstream.checkpoint import atomic_torch_save, load_torch_file, save_student_checkpoint
-from robustdistiller_upstream.config import save_config, to_dict
-from robustdistiller_upstream.enhance import EnhancementHead
+from robustdistiller_upstream.checkpoint import atomic_torch_save, load_torch_file
+from robustdistiller_upstream.config import save_config
 from robustdistiller_upstream.enhance.metrics import enhancement_metrics
 from robustdistiller_upstream.errors import TrainingError
 from robustdistiller_upstream.files import read_jsonl, remove_stale_temporaries, write_jsonl_atomic
-from robustdistiller_upstream.model import StudentModel
-from robustdistiller_upstream.objectives import build_objective
-from robustdistiller_upstream.teacher import Teacher, align_frames, init_student_from_teacher
+from robustdistiller_upstream.teacher import Teacher, align_frames
 from robustdistiller_upstream.train.config import PretrainConfig
 from robustdistiller_upstream.train.data import Batch, BatchStream, load_corpus
 from robustdistiller_upstream.train.guard import UpdateGuard
-from robustdistiller_upstream.train.optim import build_s3prl_optimizer
-from robustdistiller_upstream.train.task import DistillationTask
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +132,86 @@ def checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
 
 
 @dataclass
+class Stage:
+    """One stage of a recipe: ``task`` (what DDP wraps) trained for ``steps`` optimizer steps.
+
+    ``task(noisy, lengths, targets, clean, *inputs(step)) -> (loss, terms, enhancement output or None)``:
+    ``noisy``/``clean`` (batch, samples), ``lengths`` (batch,), ``targets`` the teacher's hidden states, each
+    (batch, frames, dim), cut to the frames the student produces; ``inputs(step)``: the recipe's extra arguments
+    at (0-based, within the stage) step ``step``. ``task.student.frame_lengths`` gives the student's frame count;
+    ``task.head``: the enhancement head or None (its metrics in the log). ``optimizer``: the task's parameter
+    groups with their own learning rates; ``scheduler`` steps once per optimizer step. ``clip_params`` are
+    clipped together to ``clip_norm``; ``after_backward`` runs on the accumulated gradients before they are
+    unscaled and clipped (the Lagrangian multipliers' gradient ascent)."""
+
+    name: str
+    steps: int
+    task: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    clip_params: list[Tensor]
+    clip_norm: float
+    accumulate: int = 1
+    after_backward: Optional[Callable[[], None]] = None
+    inputs: Callable[[int], tuple] = lambda step: ()
+
+
+class Recipe(Protocol):
+    """What a recipe plugs into the loop. ``config`` has the sections the loop reads: ``run`` (device, seed,
+    threads, amp, compile, log_every, save_every, max_keep, max_bad_steps), ``data``, ``denoising``, ``enhance``
+    and ``teacher`` (``max_frame_diff``, ``name``)."""
+
+    config: Any
+    stages: tuple[str, ...]
+
+    def build(self, device: torch.device) -> Teacher:
+        """Builds the teacher and the models on ``device`` (every rank the same weights); returns the teacher."""
+
+    def stage_steps(self, index: int) -> int:
+        """Optimizer steps of stage ``index``."""
+
+    def stage(self, index: int, saved: Optional[dict[str, Any]]) -> Stage:
+        """Stage ``index``; ``saved``: the recipe's ``state_dict()`` of the resume file it continues from."""
+
+    def batch(self, batch: Batch) -> Batch:
+        """The loader's batch as the recipe trains on it (e.g. cropped to its shortest utterance)."""
+
+    def targets(self, clean: Tensor, lengths: Tensor) -> list[Tensor]:
+        """The teacher's hidden states of ``clean`` (batch, samples); ``lengths`` on the host."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the recipe adds to each resume file (plain data)."""
+
+    def check_folder(self, exp_dir: Path, resume: bool) -> None:
+        """Raises ``TrainingError`` when ``exp_dir`` holds a result this run must not overwrite."""
+
+    def check_resume(self, state: dict[str, Any], path: Path) -> None:
+        """Raises ``TrainingError`` when the resume file ``path`` cannot be continued by this version."""
+
+    def save(self, exp_dir: Path, step: int) -> None:
+        """Rank 0, beside each ``resume-step<step>.pt``: the recipe's own files ``*-step<step>.*``."""
+
+    def end_stage(self, index: int, exp_dir: Path, main: bool) -> Optional[Path]:
+        """After stage ``index``'s last step, on every rank (``main``: rank 0, which writes files); returns the
+        stage's result file."""
+
+
+def make_recipe(config: Any) -> Recipe:
+    """The recipe a config describes: ``PretrainConfig`` -> pretraining, ``PruneConfig`` -> RD-DPWavLM."""
+    if isinstance(config, PretrainConfig):
+        from robustdistiller_upstream.train.recipe import PretrainRecipe
+
+        return PretrainRecipe(config)
+    from robustdistiller_upstream.prune.train import PruneConfig, PruneRecipe
+
+    if isinstance(config, PruneConfig):
+        return PruneRecipe(config)
+    raise TypeError(f"no recipe for {type(config).__name__}")
+
+
+@dataclass
 class Progress:
-    """Counters that travel in the resume file."""
+    """Counters that travel in the resume file; ``step`` counts within the current stage."""
 
     step: int = 0
     skipped_files: int = 0
@@ -138,10 +221,11 @@ class Progress:
 
 
 class Trainer:
-    """Builds everything from a ``PretrainConfig`` and runs ``run.total_steps`` optimizer steps."""
+    """Builds the recipe of ``config`` (``make_recipe``) and runs its stages, or what is left of them."""
 
-    def __init__(self, config: PretrainConfig, exp_dir: str | Path, resume: bool = False) -> None:
+    def __init__(self, config: Any, exp_dir: str | Path, resume: bool = False) -> None:
         self.config = config
+        self.recipe = make_recipe(config)
         self.exp_dir = Path(exp_dir)
         run = config.run
         self.env = setup_distributed(run.device)
@@ -150,20 +234,13 @@ class Trainer:
             torch.set_num_threads(run.threads)
         if resume and not checkpoints(self.exp_dir):
             raise TrainingError(f"--resume: no resume-step*.pt in {self.exp_dir}")
-        if not resume and self.env.main and (checkpoints(self.exp_dir) or list(self.exp_dir.glob("student-step*.ckpt"))):
-            raise TrainingError(f"{self.exp_dir} already holds checkpoints: pass --resume or pick another -n name")
+        if self.env.main:
+            self.recipe.check_folder(self.exp_dir, resume)  # first: a finished run says so
+            if not resume and checkpoints(self.exp_dir):
+                raise TrainingError(f"{self.exp_dir} already holds checkpoints: pass --resume or pick another -n name")
         seed_everything(run.seed)
-
-        self.teacher = Teacher(config.teacher, config.student.pred_layer_id).to(self.device)
-        self.teacher.train(config.teacher.dropout)  # the reference runner's .train() reaches the teacher too
-        student = StudentModel(config.student)
-        if config.student_init:
-            init_student_from_teacher(student, self.teacher.upstream)
-        objective = build_objective(config.objective.name, config.objective.options, config.student.final_dim,
-                                    self.teacher.dim, config.student.pred_layer_id)
-        head = EnhancementHead(config.enhance, config.student.extractor_dim) if config.enhance.enabled else None
-        self.task = DistillationTask(student, objective, head, config.enhance.weight).to(self.device)
-        # every rank starts from the same weights and draws its own dropout masks
+        self.teacher = self.recipe.build(self.device)
+        # every rank starts from the same weights and draws its own dropout masks (and gate samples)
         seed_everything(run.seed + self.env.rank)
 
         self.contaminator = None
@@ -172,34 +249,50 @@ class Trainer:
         elif config.enhance.enabled:
             logger.warning("enhance.enabled without denoising.enabled: the head learns to pass clean speech through")
 
-        self.optimizer, self.scheduler = build_s3prl_optimizer(self.task, config.optim, run.total_steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=run.amp == "fp16")
         utterances, unreadable = load_corpus(config.data)
         self.stream = BatchStream(config.data, utterances, self.env.rank, self.env.world_size)
         self.progress = Progress(skipped_files=unreadable)
         self.guard = UpdateGuard(self.device, run.amp == "fp16", run.max_bad_steps)
-        self._student_frames: dict[int, int] = {}  # by batch width: computed once, on the host
+        saved = None
         if resume:
             if self.env.main:
                 remove_stale_temporaries(self.exp_dir)  # half-written checkpoints of the killed run
-            self._load(checkpoints(self.exp_dir)[-1][1])
+            path = checkpoints(self.exp_dir)[-1][1]
+            saved = load_torch_file(path)
+        self._start_stage(saved.get("stage", 0) if saved else 0, saved.get("recipe") if saved else None)
+        if saved:
+            self._load(saved, path)
         elif self.env.main:
             self.exp_dir.mkdir(parents=True, exist_ok=True)
             (self.exp_dir / "log.jsonl").unlink(missing_ok=True)
         if self.env.main:  # the recipe as run (a resume may change e.g. run.total_steps)
             save_config(config, self.exp_dir / "config.yaml")
+        self.writer = None
+        if self.env.main:
+            from tensorboardX import SummaryWriter
 
+            self.writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self._global_step() + 1)
+
+    def _start_stage(self, index: int, saved: Optional[dict[str, Any]] = None) -> None:
+        """Builds stage ``index`` and wraps its task (DDP, ``run.compile``)."""
+        self.stage_index = index
+        self.stage = self.recipe.stage(index, saved)
+        self.task, self.optimizer, self.scheduler = self.stage.task, self.stage.optimizer, self.stage.scheduler
+        self._student_frames: dict[int, int] = {}  # by batch width: computed once, on the host
         model: nn.Module = self.task
         if self.env.enabled:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.model = torch.compile(model) if run.compile else model
-        self.writer = None
-        if self.env.main:
-            from tensorboardX import SummaryWriter
+        self.model = torch.compile(model) if self.config.run.compile else model
 
-            self.writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.progress.step + 1)
+    def _global_step(self) -> int:
+        """Steps over all stages: the number in checkpoint names and tensorboard."""
+        return self._steps_before(self.stage_index) + self.progress.step
+
+    def _steps_before(self, index: int) -> int:
+        return sum(self.recipe.stage_steps(i) for i in range(index))
 
     # ---------------------------------------------------------------- state
     def _state(self) -> dict[str, Any]:
@@ -218,16 +311,14 @@ class Trainer:
             "counters": {"skipped_files": self.progress.skipped_files, "nonfinite_steps": self.progress.nonfinite_steps,
                          "nonfinite_streak": self.progress.nonfinite_streak},
             "world_size": self.env.world_size,
+            "stage": self.stage_index,
+            "recipe": self.recipe.state_dict(),
         }
 
-    def _load(self, path: Path) -> None:
-        state = load_torch_file(path)
+    def _load(self, state: dict[str, Any], path: Path) -> None:
         if state["world_size"] != self.env.world_size:
             raise TrainingError(f"{path}: saved by {state['world_size']} processes, resumed with {self.env.world_size}")
-        if "last_lr" not in state["scheduler"]:  # torch AdamW + LambdaLR, before the reference optimizer (issue 14)
-            raise TrainingError(f"{path}: written with the earlier optimizer (torch AdamW, 1e-6 decay on every "
-                                f"parameter), not the reference's (docs/fidelity.md): resume it with the "
-                                f"robustdistiller version that wrote it, or start a new run (-n another name)")
+        self.recipe.check_resume(state, path)
         self.task.load_state_dict(state["task"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -236,29 +327,31 @@ class Trainer:
         set_rng_state(state["rng"][self.env.rank])
         self.progress = Progress(step=int(state["step"]), **state["counters"])
         if self.env.main:
-            self._truncate_log(self.progress.step)
-        logger.info("resumed from %s at step %d", path, self.progress.step)
+            self._truncate_log(self.stage_index, self.progress.step)
+        logger.info("resumed from %s at %s step %d", path, self.stage.name, self.progress.step)
 
-    def _truncate_log(self, step: int) -> None:
-        """Drops log lines of steps after ``step`` (written by the run that was killed after its checkpoint)."""
-        log = self.exp_dir / "log.jsonl"
+    def _truncate_log(self, index: int, step: int) -> None:
+        """Drops log lines of steps after (stage ``index``, ``step``) (written by the run that was killed after its
+        checkpoint)."""
+        log, stages = self.exp_dir / "log.jsonl", self.recipe.stages
         if log.exists():
-            write_jsonl_atomic(log, [r for r in read_jsonl(log) if r.get("step", step + 1) <= step])
+            position = lambda r: (stages.index(r.get("stage", stages[0])), r.get("step", step + 1))  # noqa: E731
+            write_jsonl_atomic(log, [r for r in read_jsonl(log) if position(r) <= (index, step)])
 
     def save(self) -> Optional[Path]:
-        """Writes ``student-step<N>.ckpt`` and ``resume-step<N>.pt`` (atomically), keeps the newest ``max_keep``."""
+        """Writes ``resume-step<N>.pt`` (atomically) and the recipe's files of step N; keeps the newest
+        ``run.max_keep`` (0: all) of each. Returns the resume file (rank 0) or None."""
         state = self._state()  # a collective under DDP: every rank takes part
         if not self.env.main:
             return None
-        step = self.progress.step
-        extra = {"teacher": to_dict(self.config.teacher), "recipe": to_dict(self.config), "step": step}
-        student_path = save_student_checkpoint(self.exp_dir / f"student-step{step}.ckpt", self.task.student, extra)
-        atomic_torch_save(state, self.exp_dir / f"resume-step{step}.pt")
+        step = self._global_step()
+        self.recipe.save(self.exp_dir, step)
+        path = atomic_torch_save(state, self.exp_dir / f"resume-step{step}.pt")
         keep = self.config.run.max_keep
-        for old_step, old in checkpoints(self.exp_dir)[:-keep] if keep > 0 else []:
-            old.unlink(missing_ok=True)
-            (self.exp_dir / f"student-step{old_step}.ckpt").unlink(missing_ok=True)
-        return student_path
+        for old_step, _ in checkpoints(self.exp_dir)[:-keep] if keep > 0 else []:
+            for old in self.exp_dir.glob(f"*-step{old_step}.*"):
+                old.unlink(missing_ok=True)
+        return path
 
     # ---------------------------------------------------------------- one step
     def _batches(self) -> Iterator[Batch]:
@@ -267,7 +360,7 @@ class Trainer:
             if batch.skipped:
                 logger.warning("%d unreadable corpus file(s) skipped so far", self.progress.skipped_files)
             if len(batch.paths):
-                yield batch
+                yield self.recipe.batch(batch)
 
     def _micro_step(self, batch: Batch, micro: int, sync: bool):
         clean = batch.wav.to(self.device, non_blocking=True)
@@ -276,7 +369,7 @@ class Trainer:
         if width not in self._student_frames:
             self._student_frames[width] = int(self.task.student.frame_lengths(torch.tensor([width]))[0])
         # the teacher and the contaminator read lengths on the host: the loader's copy spares a sync
-        targets = self.teacher(clean, batch.lengths)
+        targets = self.recipe.targets(clean, batch.lengths)
         _, targets = align_frames(self._student_frames[width], targets, self.config.teacher.max_frame_diff,
                                   self.config.teacher.name)
         noisy = clean
@@ -291,22 +384,24 @@ class Trainer:
         no_sync = self.model.no_sync() if (self.env.enabled and not sync and hasattr(self.model, "no_sync")) else nullcontext()
         with no_sync:
             with autocast:
-                loss, terms, enhanced = self.model(noisy, lengths, targets, clean)
-            self.scaler.scale(loss / self.config.optim.accumulate).backward()
+                loss, terms, enhanced = self.model(noisy, lengths, targets, clean, *self.stage.inputs(self.progress.step))
+            self.scaler.scale(loss / self.stage.accumulate).backward()
         return terms, (enhanced, noisy, clean, lengths)
 
     def train_step(self, batches: Iterator[Batch]) -> tuple[dict[str, Tensor], Any]:
-        """One optimizer step over ``optim.accumulate`` micro-batches; returns the averaged terms and the gradient
-        norm (0-d tensors on the device: reading them is a host sync, which ``fit`` makes on log steps only) and
-        the last batch. Makes no host read itself (``UpdateGuard``)."""
-        accumulate = self.config.optim.accumulate
+        """One optimizer step over the stage's ``accumulate`` micro-batches; returns the averaged terms and the
+        gradient norm (0-d tensors on the device: reading them is a host sync, which ``fit`` makes on log steps
+        only) and the last batch. Makes no host read itself (``UpdateGuard``)."""
+        accumulate = self.stage.accumulate
         sums: dict[str, Tensor] = {}
         for micro in range(accumulate):
             terms, last = self._micro_step(next(batches), micro, sync=micro == accumulate - 1)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value.float() / accumulate
+        if self.stage.after_backward is not None:
+            self.stage.after_backward()
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.task.parameters(), self.config.optim.clip_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.stage.clip_params, self.stage.clip_norm)
         self.guard.update(self.optimizer, self.scaler, sums["loss"], grad_norm, self.progress.step + 1, self.progress,
                           reduce=self.env.enabled)
         self.scaler.update()
@@ -318,8 +413,9 @@ class Trainer:
     # ---------------------------------------------------------------- logging
     def _log(self, terms: dict[str, float], seconds: float, last: Any) -> None:
         step = self.progress.step
-        record = {"step": step, **terms, "lr": self.scheduler.get_last_lr()[0], "seconds_per_step": seconds,
-                  "skipped_files": self.progress.skipped_files, "nonfinite_steps": self.progress.nonfinite_steps}
+        record = {"stage": self.stage.name} if len(self.recipe.stages) > 1 else {}
+        record.update({"step": step, **terms, "lr": self.scheduler.get_last_lr()[0], "seconds_per_step": seconds,
+                       "skipped_files": self.progress.skipped_files, "nonfinite_steps": self.progress.nonfinite_steps})
         enhanced, noisy, clean, lengths = last
         every = self.config.enhance.metrics_every
         if enhanced is not None and every and step % every == 0:
@@ -331,49 +427,70 @@ class Trainer:
                 record[f"noisy_{key}"] = value
         with (self.exp_dir / "log.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
+        tb_step = self._global_step()
         for key, value in record.items():
-            if key != "step":
+            if key not in ("stage", "step"):
                 self.writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("enhance_", "noisy_")) else key,
-                                       value, step)
+                                       value, tb_step)
         if self.progress.snrs:
-            self.writer.add_histogram("snr_db", np.asarray(self.progress.snrs), step)
+            self.writer.add_histogram("snr_db", np.asarray(self.progress.snrs), tb_step)
+
+    def _log_digests(self) -> None:
+        """Every rank logs a digest of each parameter group at the end of a stage: under DDP they must agree."""
+        from robustdistiller_upstream.cluster.jobs import parameters_digest
+
+        digests = []
+        for i, group in enumerate(self.optimizer.param_groups):
+            digest = parameters_digest({str(j): p for j, p in enumerate(group["params"])})
+            digests.append(f"{group.get('name', i)}={digest[:16]}")
+        logger.info("rank %d/%d, %s step %d: parameter digests %s", self.env.rank, self.env.world_size,
+                    self.stage.name, self.progress.step, " ".join(digests))
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> Optional[Path]:
-        """Trains to ``run.total_steps``; returns the last student checkpoint (rank 0) or None."""
+        """Runs what is left of every stage; returns the last stage's result file (rank 0) or None."""
         run = self.config.run
-        self.task.train()
-        batches = self._batches()
-        bar = tqdm(total=run.total_steps, initial=self.progress.step, disable=not self.env.main, desc="pretrain",
-                   dynamic_ncols=True)
-        since = (self.progress.step, time.perf_counter())  # the last log: steps are timed between logs
-        while self.progress.step < run.total_steps:
-            terms, last = self.train_step(batches)
-            step = self.progress.step
-            log = step % run.log_every == 0 or step == run.total_steps
-            save = (run.save_every and step % run.save_every == 0) or step == run.total_steps
-            if log or save:  # on every rank: a diverged run stops on all of them
-                self.guard.resolve(self.optimizer, self.progress)
-            if log and self.env.main:
-                values = dict(zip(terms, torch.stack([v.float() for v in terms.values()]).tolist()))  # one read
-                self._log(values, (time.perf_counter() - since[1]) / (step - since[0]), last)
-                self.progress.snrs.clear()
-                bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
-            if log:
-                since = (step, time.perf_counter())
-            bar.update(1)
-            if save:
-                self.save()
-        bar.close()
+        while True:
+            stage = self.stage
+            self.task.train()
+            batches = self._batches()
+            bar = tqdm(total=stage.steps, initial=self.progress.step, disable=not self.env.main, desc=stage.name,
+                       dynamic_ncols=True)
+            since = (self.progress.step, time.perf_counter())  # the last log: steps are timed between logs
+            while self.progress.step < stage.steps:
+                terms, last = self.train_step(batches)
+                step = self.progress.step
+                log = step % run.log_every == 0 or step == stage.steps
+                save = (run.save_every and step % run.save_every == 0) or step == stage.steps
+                if log or save:  # on every rank: a diverged run stops on all of them
+                    self.guard.resolve(self.optimizer, self.progress)
+                if log and self.env.main:
+                    values = dict(zip(terms, torch.stack([v.float() for v in terms.values()]).tolist()))  # one read
+                    self._log(values, (time.perf_counter() - since[1]) / (step - since[0]), last)
+                    self.progress.snrs.clear()
+                    bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+                if log:
+                    since = (step, time.perf_counter())
+                bar.update(1)
+                if save:
+                    self.save()
+            bar.close()
+            if self.env.enabled:
+                self._log_digests()
+            result = self.recipe.end_stage(self.stage_index, self.exp_dir, self.env.main)
+            if self.stage_index + 1 == len(self.recipe.stages):
+                break
+            self._start_stage(self.stage_index + 1)
+            self.progress.step = 0
         if self.writer is not None:
             self.writer.close()
         if self.progress.skipped_files:
             logger.warning("%d unreadable corpus file(s) were skipped", self.progress.skipped_files)
-        return self.exp_dir / f"student-step{self.progress.step}.ckpt" if self.env.main else None
+        return result if self.env.main else None
 
 
-def pretrain(config: PretrainConfig, exp_dir: str | Path, resume: bool = False) -> Optional[Path]:
-    """Builds a ``Trainer`` and runs it; tears the process group down at the end."""
+def pretrain(config: Any, exp_dir: str | Path, resume: bool = False) -> Optional[Path]:
+    """Builds a ``Trainer`` for any recipe's config and runs it; tears the process group down at the end."""
     try:
         return Trainer(config, exp_dir, resume).fit()
     finally:

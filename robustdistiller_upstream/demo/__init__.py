@@ -1,0 +1,1 @@
+"""The CPU demo (``robustdistiller demo``): its spoken corpora, pretraining runs and downstream evaluation."""
