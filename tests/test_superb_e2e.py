@@ -26,6 +26,7 @@ import sys
 import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -55,6 +56,16 @@ OVERRIDES = ["runner.total_steps=200", "runner.eval_step=200", "runner.save_step
 
 def _sweep(data: Path, exp: Path, conditions: Path, tasks: str, *extra: str, upstream: str = "fbank_no_cmvn") -> list[str]:
     return sweep_command(data, exp, conditions, tasks, *extra, overrides=OVERRIDES, upstream=upstream)
+
+
+def _data_root(tmp_path_factory, name: str, *writers: Callable[[Path], object]) -> Path:
+    """A new data root written by each of ``writers`` (``superb_corpora``: espeak-ng speech), with conditions.yaml."""
+    skip_without_espeak()
+    root = tmp_path_factory.mktemp(name)
+    for write in writers:
+        write(root)
+    (root / "conditions.yaml").write_text(CONDITIONS)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -361,21 +372,16 @@ SPEAKER_TASKS = "SID,ASV,ER,SD"
 
 
 @pytest.fixture(scope="module")
-def speaker_data(tmp_path_factory):
-    skip_without_espeak()
+def speaker_data(tmp_path_factory) -> Path:
+    """The data root: VoxCeleb1, IEMOCAP and diarization corpora and conditions.yaml."""
     from superb_corpora import write_diarization, write_iemocap, write_voxceleb1
 
-    root = tmp_path_factory.mktemp("superb_speaker_data")
-    write_voxceleb1(root)
-    write_iemocap(root)
-    write_diarization(root)
-    (root / "conditions.yaml").write_text(CONDITIONS)
-    return root
+    return _data_root(tmp_path_factory, "superb_speaker_data", write_voxceleb1, write_iemocap, write_diarization)
 
 
 @pytest.fixture(scope="module")
 def speaker_sweep(speaker_data, tmp_path_factory):
-    """One speaker_sweep over the four tasks (ER folds 1 and 2); ASV only on the stock stack (the plan refuses it on the
+    """One sweep over the four tasks (ER folds 1 and 2); ASV only on the stock stack (the plan refuses it on the
     current one, see test_asv_...)."""
     exp = tmp_path_factory.mktemp("superb_speaker_exp")
     ckpt = tiny_student_checkpoint(exp / "tiny_rd" / "student.ckpt")
@@ -494,15 +500,9 @@ def _scp(path: Path) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def signal_corpora(tmp_path_factory) -> Path:
     """The data root: VoiceBank-DEMAND, Libri2Mix and QUESST 2014 corpora (about 12 s) and conditions.yaml."""
-    skip_without_espeak()
     from superb_corpora import write_libri2mix, write_quesst14, write_voicebank
 
-    data = tmp_path_factory.mktemp("signal_data")
-    write_voicebank(data)
-    write_libri2mix(data)
-    write_quesst14(data)
-    (data / "conditions.yaml").write_text(CONDITIONS)
-    return data
+    return _data_root(tmp_path_factory, "signal_data", write_voicebank, write_libri2mix, write_quesst14)
 
 
 @pytest.fixture(scope="module")

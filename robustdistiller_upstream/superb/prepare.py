@@ -200,11 +200,11 @@ def asv_lengths(dev: Path, folder: Path) -> Path:
         return path
     import torch
     from librosa.util import find_files
-    from s3prl.downstream.sv_voxceleb1.dataset import EFFECTS
-    from torchaudio.sox_effects import apply_effects_file
+    from s3prl.downstream.sv_voxceleb1 import dataset as expert  # its own trimming: the function and effects it uses
 
     files = find_files(str(dev))
-    lengths = [apply_effects_file(f, EFFECTS)[0].squeeze(0).shape[0] for f in tqdm(files, desc="ASV lengths")]
+    lengths = [expert.apply_effects_file(f, expert.EFFECTS)[0].squeeze(0).shape[0]
+               for f in tqdm(files, desc="ASV lengths")]
     with atomic_output(path) as tmp:
         torch.save([[Path(f).parts[-3:] for f in files], lengths], tmp)
     write_text_atomic(source, str(dev.resolve()))
