@@ -10,7 +10,7 @@ PY_CURRENT := $(VENV_CURRENT)/bin/python
 EXTRAS_CURRENT := espnet,augment,superb,report,dev,cluster,export
 PYTEST_ARGS ?=
 
-.PHONY: demo test install test-current install-current clean-venv
+.PHONY: demo test install test-current install-current install-current-espnet clean-venv
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt build_backend/robustdistiller_build.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,11 +21,17 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt build_backend/robus
 
 install: $(VENV)/.installed
 
-$(VENV_CURRENT)/.installed: setup.cfg pyproject.toml constraints-current.txt build_backend/robustdistiller_build.py
+# the ESPnet environment a user already has (it writes nothing into this folder: .ci/run builds it while `install` runs)
+$(VENV_CURRENT)/.espnet: constraints-current.txt
 	test -x $(PY_CURRENT) || $(PYTHON) -m venv $(VENV_CURRENT)
 	$(PY_CURRENT) -m pip install --quiet -c constraints-current.txt torch torchaudio torchcodec espnet-s3prl espnet
+	touch $@
+
+$(VENV_CURRENT)/.installed: $(VENV_CURRENT)/.espnet setup.cfg pyproject.toml build_backend/robustdistiller_build.py
 	$(PY_CURRENT) -m pip install --quiet -c constraints-current.txt -e ".[$(EXTRAS_CURRENT)]"
 	touch $@
+
+install-current-espnet: $(VENV_CURRENT)/.espnet
 
 install-current: $(VENV_CURRENT)/.installed
 

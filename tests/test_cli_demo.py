@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from pretrain_helpers import cli, run_group
 
 from robustdistiller_upstream.demo.downstream import CONDITIONS, seed_table
@@ -22,7 +24,7 @@ def test_demo_runs_ks_through_the_stock_runner_and_prints_both_tables(tmp_path):
     out = tmp_path / "demo"
     command = [sys.executable, "-m", "robustdistiller_upstream.cli", "demo", "--out", str(out), "--steps", "3",
                "--speakers", "2", "--utterances", "2", "--held-out", "1", "--ks-steps", "10", "--ks-speakers", "2",
-               "--ks-conditions", ",".join(KS_CONDITIONS)]
+               "--ks-test-speakers", "2", "--ks-conditions", ",".join(KS_CONDITIONS)]
     result = run_group(command, tmp_path, timeout=900)  # 3 sweeps of 3 stock runner processes each
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| noise 5 dB + reverb |" in result.stdout and "robustdistiller_local" in result.stdout
@@ -51,7 +53,7 @@ def test_demo_runs_ks_through_the_stock_runner_and_prints_both_tables(tmp_path):
         commands = summary["commands"]
         assert len(commands) == len(TAGS) + 1 and all(c in result.stdout for c in commands)
         # the students' sweeps use the stock runner's default featurizer (no -s), which stacks every hidden state:
-        # the demo student's 80-d heads on its 256-d encoder crashed it before hidden_states became featurizer-safe
+        # a demo student's head (240-d) on its 256-d encoder crashed it before hidden_states became featurizer-safe
         assert all(f"--tag {tag}" in c and " -s " not in c for tag, c in zip(TAGS[:2], commands))
         for command in commands:  # as printed: finished sweeps are skipped, the report is written again
             again = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=tmp_path)
@@ -71,3 +73,21 @@ def test_seed_table_gives_mean_and_sample_spread():
     assert [row["upstream"] for row in table] == ["robust student", "fbank"]
     assert table[0]["clean"] == {"mean": 51.0, "spread": 1.0, "values": [50.0, 51.0, 52.0]}
     assert table[1]["noise_snr5"]["mean"] == 11.0
+
+
+def test_the_teacher_is_the_recipes(tmp_path):
+    """The demo's teacher (pretraining and the feature table) is the recipe's ``teacher.model_config``: the shipped
+    recipe's relative path is the repository's; a recipe without one is refused, naming the file."""
+    from robustdistiller_upstream.demo.pretraining import RECIPE, teacher_config
+    from robustdistiller_upstream.errors import ConfigError
+
+    shipped = teacher_config(RECIPE)
+    assert shipped == RECIPE.parents[1] / "pretrain" / "teachers" / "fbank_delta_cmvn_20ms.yaml" and shipped.is_file()
+    own = tmp_path / "teacher.yaml"
+    own.write_text("kaldi: {feat_type: fbank}\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"teacher: {{name: baseline_local, model_config: {own}}}\n")
+    assert teacher_config(recipe) == own
+    recipe.write_text("teacher: {name: baseline_local}\n")
+    with pytest.raises(ConfigError, match=f"{recipe}: teacher.model_config is not set"):
+        teacher_config(recipe)

@@ -33,11 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="training steps of each student (default: recipe)")
     parser.add_argument("--seeds", type=int, default=1, help="pretraining and KS repeated with seeds 0..N-1; the "
                                                              "table gives mean and spread (default 1)")
-    parser.add_argument("--speakers", type=int, default=6, help="training speakers (espeak-ng voices)")
-    parser.add_argument("--utterances", type=int, default=10, help="training utterances per speaker")
+    parser.add_argument("--speakers", type=int, default=12, help="training speakers (espeak-ng voices)")
+    parser.add_argument("--utterances", type=int, default=20, help="training utterances per speaker")
     parser.add_argument("--held-out", type=int, default=4, help="held-out utterances per speaker (2 speakers)")
     parser.add_argument("--ks-steps", type=int, default=KsBudget.steps, help="KS training steps per upstream")
-    parser.add_argument("--ks-speakers", type=int, default=12, help="KS training speakers (3 more for the test)")
+    parser.add_argument("--ks-speakers", type=int, default=12, help="KS training speakers")
+    parser.add_argument("--ks-test-speakers", type=int, default=6, help="KS test speakers (not training ones)")
     parser.add_argument("--ks-conditions", default="all", help="comma list of KS test conditions (default all: "
                                                                "clean, noise_snr10, noise_snr5, reverb_rt0.6, "
                                                                "noise_snr5_rt0.6)")
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from robustdistiller_upstream.demo import downstream
     from robustdistiller_upstream.demo.corpus import write_speech_commands
     from robustdistiller_upstream.demo.features import evaluate, format_table
-    from robustdistiller_upstream.demo.pretraining import make_data, train_side_by_side
+    from robustdistiller_upstream.demo.pretraining import make_data, teacher_config, train_side_by_side
     from robustdistiller_upstream.errors import ConfigError, TrainingError
     from robustdistiller_upstream.files import write_text_atomic
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     data = make_data(out / "data", args.speakers, args.utterances, args.held_out)
     if not skipped:
-        write_speech_commands(out / "data" / "ks", args.ks_speakers)
+        write_speech_commands(out / "data" / "ks", args.ks_speakers, args.ks_test_speakers)
     lap("data")
     checkpoints = {seed: train_side_by_side(Path(args.recipe), out / "exp", out / "data", args.steps, seed)
                    for seed in range(args.seeds)}
@@ -116,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         table = downstream.seed_table(downstream.accuracies(out / "superb"), rows, args.seeds, ks_conditions)
         ks_table = downstream.format_seed_table(table, args.seeds, ks_conditions)
         result.update(downstream=table, commands=commands)
-    feature_rows = evaluate(checkpoints[0], data["held_out"], data["musan_eval"], out / "data" / "bank-cache")
+    feature_rows = evaluate(checkpoints[0], teacher_config(Path(args.recipe)), data["held_out"], data["musan_eval"],
+                            out / "data" / "bank-cache")
     lap("features")
     seconds["total"] = round(time.perf_counter() - start, 1)
     features = format_table(feature_rows)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robustdistiller_upstream.demo.pretraining import TEACHER_CONFIG
-
 # held-out test conditions (augment.conditions grammar); noises and rooms unseen in training
 CONDITIONS = {
     "clean": "clean",
@@ -22,8 +20,10 @@ CONDITIONS = {
 
 
 
-def evaluate(checkpoints: dict[str, Path], held_out: list[Path], musan_eval: Path, cache: Path) -> list[dict]:
-    """One row per condition: feature change and clean-target error of each student, and the teacher's own change."""
+def evaluate(checkpoints: dict[str, Path], teacher_config: Path, held_out: list[Path], musan_eval: Path,
+             cache: Path) -> list[dict]:
+    """One row per condition: feature change and clean-target error of each student, and the change of the teacher
+    (``baseline_local`` with ``teacher_config``)."""
     import torch
 
     from robustdistiller_upstream.audio import read_audio
@@ -38,7 +38,7 @@ def evaluate(checkpoints: dict[str, Path], held_out: list[Path], musan_eval: Pat
 
     wavs = [torch.from_numpy(read_audio(path)[0]) for path in held_out]
     ids = [path.stem for path in held_out]
-    teacher = Teacher(TeacherConfig(name="baseline_local", model_config=str(TEACHER_CONFIG)), [0])
+    teacher = Teacher(TeacherConfig(name="baseline_local", model_config=str(teacher_config)), [0])
     students = {}
     for name, ckpt in checkpoints.items():
         upstream = hub.robustdistiller_local(ckpt=str(ckpt)).eval()  # the stock s3prl entry point
@@ -63,7 +63,7 @@ def format_table(rows: list[dict]) -> str:
     """A Markdown table of ``evaluate``'s rows."""
     lines = [
         "| condition | feature change, baseline | feature change, robust | clean-target L1, baseline "
-        "| clean-target L1, robust | fbank(noisy) vs fbank(clean) L1 |",
+        "| clean-target L1, robust | teacher(noisy) vs teacher(clean) L1 |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

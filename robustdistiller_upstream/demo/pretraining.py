@@ -4,7 +4,7 @@
 layout noises and SLR28-layout simulated rooms for training, plus held-out utterances and noise files for the
 evaluation; ``train_side_by_side`` runs the robust recipe (``pretrain/demo.yaml``) and the baseline (denoising
 and head off = DistilHuBERT) as two ``pretrain`` processes, one thread each, from an s3prl ``baseline_local``
-log-mel teacher (``pretrain/teachers/fbank_20ms.yaml``).
+log-mel teacher (the recipe's ``teacher.model_config``: ``pretrain/teachers/fbank_delta_cmvn_20ms.yaml``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-RECIPE = Path(__file__).resolve().parents[2] / "pretrain" / "demo.yaml"
-TEACHER_CONFIG = RECIPE.parent / "teachers" / "fbank_20ms.yaml"
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "pretrain" / "demo.yaml"
 
 
 def make_data(root: Path, speakers: int, utterances: int, held_out: int) -> dict[str, Path]:
@@ -40,13 +40,26 @@ def make_data(root: Path, speakers: int, utterances: int, held_out: int) -> dict
     return {"held_out": held_out, "musan_eval": root / "musan-eval"}
 
 
-def _overrides(data: Path, steps: int | None, seed: int) -> list[str]:
+def teacher_config(recipe: Path) -> Path:
+    """The ``teacher.model_config`` of ``recipe`` (a ``baseline_local`` config); a relative path that does not exist
+    from here is the repository's (``pretrain/teachers/...``, as ``pretrain/demo.yaml`` names it)."""
+    from robustdistiller_upstream.config import read_yaml
+    from robustdistiller_upstream.errors import ConfigError
+
+    value = (read_yaml(recipe).get("teacher") or {}).get("model_config")
+    if not value:
+        raise ConfigError(f"{recipe}: teacher.model_config is not set (the demo's teacher is a baseline_local config)")
+    path = Path(value)
+    return path.resolve() if path.is_absolute() or path.exists() else REPO / path
+
+
+def _overrides(data: Path, teacher: Path, steps: int | None, seed: int) -> list[str]:
     values = [
         f"data.librispeech_root={data / 'LibriSpeech'}",
         f"denoising.banks.noises=[{{kind: musan, path: {data / 'musan'}}}]",
         f"denoising.banks.rirs=[{{kind: slr28, path: {data / 'rirs'}}}]",
         f"denoising.banks.cache_dir={data / 'bank-cache'}",
-        f"teacher.model_config={TEACHER_CONFIG}",
+        f"teacher.model_config={teacher}",
         "run.threads=1",
         "data.num_workers=0",
         f"run.seed={seed}",
@@ -65,7 +78,7 @@ def train_side_by_side(recipe: Path, exp_root: Path, data: Path, steps: int | No
     from robustdistiller_upstream.errors import TrainingError
     from robustdistiller_upstream.train.config import PretrainConfig
 
-    common = _overrides(data, steps, seed)
+    common = _overrides(data, teacher_config(recipe), steps, seed)
     runs = {f"robust-seed{seed}": common,
             f"baseline-seed{seed}": common + ["denoising.enabled=false", "enhance.enabled=false"]}
     total = load_config(PretrainConfig, recipe, common).run.total_steps
