@@ -91,3 +91,6 @@ def test_the_teacher_is_the_recipes(tmp_path):
     recipe.write_text("teacher: {name: baseline_local}\n")
     with pytest.raises(ConfigError, match=f"{recipe}: teacher.model_config is not set"):
         teacher_config(recipe)
+    recipe.write_text("teacher: {name: baseline_local, model_config: teachers/none.yaml}\n")
+    with pytest.raises(ConfigError, match="teacher.model_config teachers/none.yaml does not exist"):
+        teacher_config(recipe)

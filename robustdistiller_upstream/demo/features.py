@@ -19,7 +19,6 @@ CONDITIONS = {
 }
 
 
-
 def evaluate(checkpoints: dict[str, Path], teacher_config: Path, held_out: list[Path], musan_eval: Path,
              cache: Path) -> list[dict]:
     """One row per condition: feature change and clean-target error of each student, and the change of the teacher

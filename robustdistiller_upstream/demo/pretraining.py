@@ -50,7 +50,10 @@ def teacher_config(recipe: Path) -> Path:
     if not value:
         raise ConfigError(f"{recipe}: teacher.model_config is not set (the demo's teacher is a baseline_local config)")
     path = Path(value)
-    return path.resolve() if path.is_absolute() or path.exists() else REPO / path
+    path = path.resolve() if path.is_absolute() or path.exists() else REPO / path
+    if not path.is_file():
+        raise ConfigError(f"{recipe}: teacher.model_config {value} does not exist (from here or from {REPO})")
+    return path
 
 
 def _overrides(data: Path, teacher: Path, steps: int | None, seed: int) -> list[str]:
