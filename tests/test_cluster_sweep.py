@@ -2,7 +2,8 @@
 job objects ``--launcher slurm`` submits) on the small spoken KS/IC corpora: the same results table as the local
 launcher, job ids and logs in the sweep state, and one build of a condition copy that two sweeps need at once.
 
-KS needs torchaudio.sox_effects (stock stack); the current stack runs IC alone (test_superb_e2e.py says why).
+The sweeps run IC alone (one training, two evaluations): the launchers are the same code for every task, and
+test_superb_e2e.py runs each task through the local one.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torchaudio
 
 from robustdistiller_upstream.cluster.locks import exclusive
 from system_packages import skip_without_espeak
@@ -30,9 +30,8 @@ conditions:
 """
 # the smallest training that ends with a best checkpoint: one dev evaluation after 20 steps
 OVERRIDES = ["runner.total_steps=20", "runner.eval_step=20", "runner.save_step=20", "runner.log_step=10",
-             "optimizer.lr=1.0e-3", "KS:downstream_expert.datarc.batch_size=8",
-             "IC:downstream_expert.datarc.train_batch_size=8"]
-TASKS = "KS,IC" if hasattr(torchaudio, "sox_effects") else "IC"
+             "optimizer.lr=1.0e-3", "IC:downstream_expert.datarc.train_batch_size=8"]
+TASKS = "IC"
 
 
 def _env() -> dict[str, str]:
@@ -66,11 +65,9 @@ def _builds(copy: Path) -> int:
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory):
     skip_without_espeak()
-    from superb_corpora import write_fluent_commands, write_speech_commands
+    from superb_corpora import write_fluent_commands
 
     root = tmp_path_factory.mktemp("superb_data")
-    if "KS" in TASKS:
-        write_speech_commands(root)
     write_fluent_commands(root)
     conditions = root / "conditions.yaml"
     conditions.write_text(CONDITIONS)

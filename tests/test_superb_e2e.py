@@ -55,14 +55,20 @@ STOCK = hasattr(torchaudio, "sox_effects")  # KS, QbE and ASV's stock datasets n
 EVALUATED = CONDITION_NAMES if STOCK else ("clean",)
 GROUP_CONDITIONS = [] if STOCK else ["--only-conditions", "clean"]
 
-# tiny training: 200 steps of 8 utterances, one dev evaluation at the end (the best checkpoint)
+# tiny training: 200 steps of 8 utterances, one dev evaluation at the end (the best checkpoint): enough for
+# fbank_no_cmvn to beat chance on KS and IC
+_BATCHES = ["optimizer.lr=1.0e-3", "KS:downstream_expert.datarc.batch_size=8",
+            "IC:downstream_expert.datarc.train_batch_size=8"]
 OVERRIDES = ["runner.total_steps=200", "runner.eval_step=200", "runner.save_step=100", "runner.log_step=100",
-             "optimizer.lr=1.0e-3", "KS:downstream_expert.datarc.batch_size=8",
-             "IC:downstream_expert.datarc.train_batch_size=8"]
+             *_BATCHES]
+# where only the metric's range is checked (a random tiny student, a plan's other tasks): 20 steps
+SHORT_OVERRIDES = ["runner.total_steps=20", "runner.eval_step=20", "runner.save_step=20", "runner.log_step=10",
+                   *_BATCHES]
 
 
-def _sweep(data: Path, exp: Path, conditions: Path, tasks: str, *extra: str, upstream: str = "fbank_no_cmvn") -> list[str]:
-    return sweep_command(data, exp, conditions, tasks, *extra, overrides=OVERRIDES, upstream=upstream)
+def _sweep(data: Path, exp: Path, conditions: Path, tasks: str, *extra: str, upstream: str = "fbank_no_cmvn",
+           overrides: list[str] = OVERRIDES) -> list[str]:
+    return sweep_command(data, exp, conditions, tasks, *extra, overrides=overrides, upstream=upstream)
 
 
 def _data_root(tmp_path_factory, name: str, *writers: Callable[[Path], object]) -> Path:
@@ -174,7 +180,7 @@ def test_our_upstream_runs_through_the_same_sweep_and_reuses_condition_copies(co
     built_before = (copy / "ready.json").exists()
     log_before = (copy / "contaminate.log").read_text() if built_before else None
     run_ok(_sweep(data, exp_root, conditions, "KS", "--ckpt", str(ckpt), "--only-conditions", "clean,white_snr5",
-                upstream="robustdistiller_local"), runner_env())
+                  upstream="robustdistiller_local", overrides=SHORT_OVERRIDES), runner_env())
     rows = [json.loads(p.read_text()) for p in (exp_root / "tiny_rd" / "KS").glob("*/result.json")]
     assert sorted(r["condition"] for r in rows) == ["clean", "white_snr5"]
     assert {r["upstream"] for r in rows} == {"robustdistiller_local"} and rows[0]["ckpt"] == str(ckpt)
@@ -184,7 +190,8 @@ def test_our_upstream_runs_through_the_same_sweep_and_reuses_condition_copies(co
     # another checkpoint under the same tag: refused, the finished results stay
     other = tiny_student_checkpoint(tmp_path / "tiny_rd_2" / "student.ckpt")
     clash = subprocess.run(_sweep(data, exp_root, conditions, "KS", "--ckpt", str(other), "--tag", "tiny_rd",
-                                  upstream="robustdistiller_local"), env=runner_env(), capture_output=True, text=True)
+                                  upstream="robustdistiller_local", overrides=SHORT_OVERRIDES), env=runner_env(),
+                           capture_output=True, text=True)
     assert clash.returncode == 1 and "choose another --tag" in clash.stderr
     assert sorted(p.parent.name for p in (exp_root / "tiny_rd" / "KS").glob("*/result.json")) == ["clean",
                                                                                                  "white_snr5"]
@@ -205,14 +212,15 @@ def test_current_stack_names_the_tasks_it_cannot_run_and_runs_the_rest(corpora, 
     ks_line = next(line for line in plan.splitlines() if line.startswith("KS "))
     assert "CANNOT RUN" in ks_line and "speech_commands/dataset.py: torchaudio.sox_effects" in ks_line
     assert "CANNOT RUN" not in next(line for line in plan.splitlines() if line.startswith("IC "))
-    result = subprocess.run(_sweep(data, exp, conditions, "KS,IC", "--only-conditions", "clean,white_snr5"),
-                            env=runner_env(), capture_output=True, text=True)
+    result = subprocess.run(_sweep(data, exp, conditions, "KS,IC", "--only-conditions", "clean,white_snr5",
+                                   overrides=SHORT_OVERRIDES), env=runner_env(), capture_output=True, text=True)
     assert result.returncode == 1 and "KS cannot run" in result.stderr, result.stderr[-3000:]
     rows = [json.loads(p.read_text()) for p in (exp / "fbank_no_cmvn").glob("*/*/result.json")]
     assert sorted((r["task"], r["condition"]) for r in rows) == [("IC", "clean"), ("IC", "white_snr5")]
     assert all(0 <= r["metrics"]["Acc"] <= 100 for r in rows)
 
 
+@pytest.mark.one_stack  # the sweep's records are the same code on both stacks
 def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path):
     """SID without its data: training fails in the stock runner, its evaluations are blocked, the summary
     names the log, the exit status is 1 and nothing else stops."""
@@ -242,7 +250,7 @@ def test_onnx_upstream_runs_through_the_sweep(corpora, exp_root, tmp_path):
     ckpt = tiny_student_checkpoint(tmp_path / "student.ckpt")
     onnx_path = export_onnx(load_export_source(ckpt), tmp_path / "tiny_onnx" / "model.int8.onnx", int8="dynamic").path
     run_ok(_sweep(data, exp_root, conditions, "KS", "--ckpt", str(onnx_path), "--only-conditions", "clean,white_snr5",
-                upstream="robustdistiller_onnx_local"), runner_env())
+                  upstream="robustdistiller_onnx_local", overrides=SHORT_OVERRIDES), runner_env())
     rows = [json.loads(p.read_text()) for p in (exp_root / "tiny_onnx" / "KS").glob("*/result.json")]
     assert sorted(r["condition"] for r in rows) == ["clean", "white_snr5"]
     assert {r["upstream"] for r in rows} == {"robustdistiller_onnx_local"} and rows[0]["ckpt"] == str(onnx_path)
