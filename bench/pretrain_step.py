@@ -48,6 +48,7 @@ from robustdistiller_upstream.random_teacher import write_wavlm_checkpoint
 from robustdistiller_upstream.synthetic import synthetic_speech
 from robustdistiller_upstream.teacher import Teacher, align_frames
 from robustdistiller_upstream.train.config import PretrainConfig
+from robustdistiller_upstream.train.recipe import PretrainRecipe
 from robustdistiller_upstream.train.data import Utterance, write_manifest
 from robustdistiller_upstream.train.runner import AMP_DTYPES, Trainer
 from robustdistiller_upstream.train.syncs import HostReads
@@ -246,7 +247,7 @@ def build(args: argparse.Namespace, root: Path, precision: str) -> Trainer:
                  "num_workers": 0},
         "run": {"device": args.device, "amp": args.amp, "total_steps": 1000},
     })
-    return Trainer(config, root / "exp")
+    return Trainer(PretrainRecipe(config), root / "exp")
 
 
 def measure(args: argparse.Namespace) -> dict:

@@ -24,7 +24,7 @@ import torch
 from dpwavlm_speed import BASE_PLUS, best_time
 from robustdistiller_upstream.audio import write_audio_atomic
 from robustdistiller_upstream.config import from_dict, load_config, to_dict
-from robustdistiller_upstream.prune.train import PruneConfig
+from robustdistiller_upstream.prune.train import PruneConfig, PruneRecipe
 from robustdistiller_upstream.random_teacher import write_wavlm_checkpoint
 from robustdistiller_upstream.train.data import Batch, Utterance, write_manifest
 from robustdistiller_upstream.train.runner import Trainer
@@ -64,7 +64,7 @@ def main() -> None:
                 "data": {**base["data"], "manifests": [str(manifest)], "batch_seconds": 0, "batch_size": args.batch,
                          "num_workers": 0},
                 "run": {**base["run"], "device": str(device), "amp": amp}})
-            trainer = Trainer(config, root / f"exp-{amp}")
+            trainer = Trainer(PruneRecipe(config), root / f"exp-{amp}")
             results[amp] = best_time(lambda: trainer.train_step(itertools.repeat(batch)), args.repeats, device)
     info = Path("/proc/cpuinfo")
     names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()

@@ -3,7 +3,9 @@
 Kept free of heavy imports: the site-packages hook imports this package at every interpreter start.
 """
 
-__version__ = "0.1.0"
+from robustdistiller_upstream.version import __version__
+
+__all__ = ["__version__", "register"]
 
 
 def register() -> None:

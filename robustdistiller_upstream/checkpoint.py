@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import Tensor
 
-from robustdistiller_upstream import __version__
+from robustdistiller_upstream.version import __version__
 from robustdistiller_upstream.errors import CheckpointError
 from robustdistiller_upstream.files import atomic_output
 from robustdistiller_upstream.model import StudentConfig, StudentModel
@@ -48,6 +48,12 @@ def load_torch_file(path: PathLike, trust_checkpoint: bool = False) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not looks_like_torch_file(path):  # torch's own error would advise weights_only=False, for any file
+        with path.open("rb") as f:
+            head = f.read(16)
+        what = f"it starts with {head!r}" if head else "the file is empty"
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint: neither a zip archive (what torch.save writes) nor "
+                              f"a pickle; {what}")
     try:
         if trust_checkpoint:
             with _s3prl_optimizers_alias():

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees half a file, and an interrupted write leaves nothing behind."""
+"""Atomic file writes (text, JSON, JSON lines): a reader never sees half a file, and an interrupted write leaves
+nothing behind."""
 
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Writes ``data`` as JSON (indented, keys sorted) to ``path`` through :func:`atomic_output`."""
+    return write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def remove_stale_temporaries(root: str | Path) -> int:

@@ -31,3 +31,25 @@ def test_info_on_a_missing_file_is_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert "absent.ckpt: no such checkpoint file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_info_on_a_file_that_is_no_checkpoint_says_what_it_is_not(tmp_path):
+    """A text file gets no advice to unpickle it (torch's weights_only message): what it is not, and its first bytes."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    result = subprocess.run([CLI, "info", str(readme)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "README.md: not a PyTorch checkpoint: neither a zip archive" in result.stderr
+    assert f"it starts with {readme.read_bytes()[:16]!r}" in result.stderr
+    assert "weights_only" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_info_on_pickled_code_keeps_the_trust_advice(tmp_path):
+    """A real torch file holding pickled code: refused, naming the global, with the way to allow it."""
+    import torch
+
+    path = tmp_path / "pickled.ckpt"
+    torch.save({"Config": {}, "Distiller": {}, "optimizer": Path("x")}, path)  # a pathlib class: pickled code
+    result = subprocess.run([CLI, "info", str(path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "refused to load: the file holds pickled Python objects" in result.stderr
+    assert "trust_checkpoint" in result.stderr and "Traceback" not in result.stderr

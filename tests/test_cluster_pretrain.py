@@ -21,7 +21,7 @@ pytest.importorskip("submitit")
 
 from submitit.core.utils import JobPaths, pickle_load  # noqa: E402
 
-from robustdistiller_upstream.cluster.jobs import parameters_digest  # noqa: E402
+from robustdistiller_upstream.train.digest import parameters_digest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from robustdistiller_upstream.cluster.locks import exclusive
+from robustdistiller_upstream.locks import exclusive
 from system_packages import skip_without_espeak
 
 pytest.importorskip("submitit")

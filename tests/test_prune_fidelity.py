@@ -21,6 +21,7 @@ from robustdistiller_upstream.prune.convert import model_from_teacher
 from robustdistiller_upstream.prune.train import (
     PruneConfig,
     PruneDistiller,
+    PruneRecipe,
     crop_to_shortest,
     gated_student,
     teacher_targets,
@@ -118,7 +119,7 @@ def test_4_adamw_with_torch_defaults_and_dphubert_schedule(tiny, tmp_path):
     """``torch.optim.AdamW(pgs)``: betas (0.9, 0.999), eps 1e-8, weight decay 0 (run.sh) for main, log_alpha and
     lambda (lr = reg_lr; DPHuBERT's negative lr = our negated gradients); ``LinearDecayLRScheduler``."""
     _, config, teacher = tiny
-    optimizer = Trainer(config, tmp_path / "exp").optimizer
+    optimizer = Trainer(PruneRecipe(config), tmp_path / "exp").optimizer
     assert type(optimizer) is torch.optim.AdamW
     assert [g["name"] for g in optimizer.param_groups] == ["main", "log_alpha", "lambda"]
     for group in optimizer.param_groups:
@@ -152,7 +153,7 @@ def test_6_every_optimized_parameter_is_clipped_together(tiny, tmp_path):
     _, config, teacher = tiny
     config = from_dict(PruneConfig, {**to_dict(config), "prune_stage": {"steps": 5, "optim": {
         **to_dict(config.prune_stage.optim), "clip_grad_norm": 1e-3}}})
-    trainer = Trainer(config, tmp_path / "exp")
+    trainer = Trainer(PruneRecipe(config), tmp_path / "exp")
     norm = lambda params: float(torch.linalg.vector_norm(torch.stack(  # noqa: E731
         [p.grad.norm() for p in params if p.grad is not None])))
     norms = {}  # at the optimizer step: the loop clears the gradients after it
@@ -190,7 +191,7 @@ def test_8_student_and_teacher_run_under_fp16_autocast(tiny, tmp_path):
     assert shipped.run.amp == "fp16" and shipped.teacher.precision == "fp16"
     config = from_dict(PruneConfig, {**to_dict(config), "teacher": {**to_dict(shipped.teacher), "ckpt": str(path)},
                                      "run": {**to_dict(config.run), "amp": "fp16"}})
-    trainer = Trainer(config, tmp_path / "exp")
+    trainer = Trainer(PruneRecipe(config), tmp_path / "exp")
     teacher = trainer.teacher
     assert trainer.scaler.is_enabled()
     dtypes: dict[str, torch.dtype] = {}

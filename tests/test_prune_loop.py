@@ -16,7 +16,7 @@ import torch
 from pretrain_helpers import cli, cli_popen, make_world, write_recipe
 from prune_helpers import prune_recipe
 from robustdistiller_upstream.config import from_dict
-from robustdistiller_upstream.prune.train import PruneConfig
+from robustdistiller_upstream.prune.train import PruneConfig, PruneRecipe
 from robustdistiller_upstream.train.runner import Trainer
 
 TORCHRUN = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
@@ -66,13 +66,13 @@ def test_kill_in_each_stage_then_resume_gives_the_same_losses(world):
     recipe = prune_recipe(paths, robust=True, prune_stage={"steps": 4}, final_stage={"steps": 4},
                           run={"max_keep": 0})
     path = write_recipe(root / "kill.yaml", recipe)
-    Trainer(from_dict(PruneConfig, recipe), root / "exp" / "full").fit()  # in process: one start-up less
+    Trainer(PruneRecipe(from_dict(PruneConfig, recipe)), root / "exp" / "full").fit()  # in process: one start-up less
     exp = root / "exp" / "killed"
     _kill_after(cli_popen("prune", "-c", str(path), "-n", "killed", cwd=root), exp, "resume-step2.pt")  # stage 1
     assert not (exp / "pruned.pth").exists()
     _kill_after(cli_popen("prune", "-n", "killed", "--resume", cwd=root), exp, "resume-step6.pt")  # stage 2, step 2
     assert (exp / "pruned.pth").exists() and not (exp / "final.pth").exists()
-    Trainer(from_dict(PruneConfig, recipe), exp, resume=True).fit()  # the last resume in process (a start-up less)
+    Trainer(PruneRecipe(from_dict(PruneConfig, recipe)), exp, resume=True).fit()  # the last resume in process
 
     a, b = _records(root / "exp" / "full"), _records(exp)
     assert list(b) == [("prune", s) for s in range(1, 5)] + [("final", s) for s in range(1, 5)]

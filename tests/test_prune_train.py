@@ -18,7 +18,7 @@ from prune_helpers import batch, prune_recipe, write_teacher
 from robustdistiller_upstream.config import from_dict
 from robustdistiller_upstream.prune.checkpoint import load_pruned_checkpoint
 from robustdistiller_upstream.prune.params import expected_num_params, num_params
-from robustdistiller_upstream.prune.train import PruneConfig
+from robustdistiller_upstream.prune.train import PruneConfig, PruneRecipe
 from robustdistiller_upstream.s3prl_plugin.dpwavlm import robustdistiller_dpwavlm_local
 from robustdistiller_upstream.train.data import Batch
 from robustdistiller_upstream.train.runner import Trainer
@@ -36,7 +36,7 @@ def test_prune_distill_steps_move_expected_sparsity_towards_target(world, tmp_pa
     world = {**world, "teacher": write_teacher("wavlm", tmp_path / "teacher.pt")}
     config = from_dict(PruneConfig, prune_recipe(world, robust=False, sparsity={"warmup_steps": 0, "reg_lr": 0.1},
                                                  prune_stage={"steps": 6, "optim": {"lr": 2e-4, "warmup": 0.0}}))
-    trainer = Trainer(config, tmp_path / "exp")
+    trainer = Trainer(PruneRecipe(config), tmp_path / "exp")
     student = trainer.task.student
     original = num_params(student)
     wav, lengths = batch([4000, 3200])

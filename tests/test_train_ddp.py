@@ -14,8 +14,9 @@ WORKER = """
 import os, sys, torch
 from robustdistiller_upstream.config import load_config
 from robustdistiller_upstream.train.config import PretrainConfig
+from robustdistiller_upstream.train.recipe import PretrainRecipe
 from robustdistiller_upstream.train.runner import Trainer
-trainer = Trainer(load_config(PretrainConfig, sys.argv[1]), sys.argv[2])
+trainer = Trainer(PretrainRecipe(load_config(PretrainConfig, sys.argv[1])), sys.argv[2])
 first = next(trainer._batches()).paths
 trainer.stream.load_state_dict({"epoch": 0, "position": 0})
 trainer.fit()

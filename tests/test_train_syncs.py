@@ -15,6 +15,7 @@ from pretrain_helpers import make_world, recipe
 from robustdistiller_upstream.config import from_dict
 from robustdistiller_upstream.errors import TrainingError
 from robustdistiller_upstream.train.config import PretrainConfig
+from robustdistiller_upstream.train.recipe import PretrainRecipe
 from robustdistiller_upstream.train.runner import Trainer
 from robustdistiller_upstream.train.syncs import HostReads
 
@@ -55,7 +56,7 @@ def _nan_batch(batch):
 
 
 def test_a_step_makes_no_host_read_in_the_loop(world, tmp_path):
-    trainer = Trainer(from_dict(PretrainConfig, recipe(world, robust=True)), tmp_path / "exp")
+    trainer = Trainer(PretrainRecipe(from_dict(PretrainConfig, recipe(world, robust=True))), tmp_path / "exp")
     batch = next(trainer._batches())
     trainer.train_step(itertools.repeat(batch))  # the first batch width's frame count is computed once
     with HostReads("cpu", host=(batch.wav, batch.lengths, trainer.guard.verdict)) as reads:
@@ -70,7 +71,7 @@ def test_a_step_makes_no_host_read_in_the_loop(world, tmp_path):
 def test_fit_reads_the_terms_on_log_steps_only(world, tmp_path):
     config = from_dict(PretrainConfig, recipe(world, robust=False, run={"total_steps": 4, "log_every": 2,
                                                                         "save_every": 0}))
-    trainer = Trainer(config, tmp_path / "exp")
+    trainer = Trainer(PretrainRecipe(config), tmp_path / "exp")
     with HostReads("cpu", host=(trainer.guard.verdict,)) as reads:
         trainer.fit()
     by_function = {}
@@ -83,7 +84,7 @@ def test_fit_reads_the_terms_on_log_steps_only(world, tmp_path):
 
 def test_a_skipped_step_changes_nothing_and_a_streak_stops_the_run(world, tmp_path):
     config = from_dict(PretrainConfig, recipe(world, robust=False, student=NO_DROPOUT, run={"max_bad_steps": 2}))
-    first = Trainer(config, tmp_path / "first")
+    first = Trainer(PretrainRecipe(config), tmp_path / "first")
     batch = next(first._batches())
     initial = _state(first)
     first.train_step(itertools.repeat(_nan_batch(batch)))  # a first step that creates the optimizer state
@@ -92,7 +93,7 @@ def test_a_skipped_step_changes_nothing_and_a_streak_stops_the_run(world, tmp_pa
     assert not first.optimizer.state
     _assert_equal(_state(first)["task"], initial["task"])
     first.train_step(itertools.repeat(batch))
-    fresh = Trainer(config, tmp_path / "fresh")
+    fresh = Trainer(PretrainRecipe(config), tmp_path / "fresh")
     fresh.train_step(itertools.repeat(batch))
     first.guard.resolve(first.optimizer, first.progress)
     assert first.progress.nonfinite_streak == 0
@@ -109,7 +110,7 @@ def test_a_skipped_step_changes_nothing_and_a_streak_stops_the_run(world, tmp_pa
 
 def test_fp16_skipped_step_lowers_the_scale(world, tmp_path):
     config = from_dict(PretrainConfig, recipe(world, robust=False, run={"amp": "fp16"}))
-    trainer = Trainer(config, tmp_path / "exp")
+    trainer = Trainer(PretrainRecipe(config), tmp_path / "exp")
     batch = next(trainer._batches())
     trainer.train_step(itertools.repeat(batch))
     before, scale = _state(trainer), trainer.scaler.get_scale()
@@ -122,7 +123,7 @@ def test_fp16_skipped_step_lowers_the_scale(world, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_step_has_no_loop_sync_and_a_skipped_step_changes_nothing(world, tmp_path):
     config = from_dict(PretrainConfig, recipe(world, robust=True, run={"device": "cuda", "amp": "bf16"}))
-    trainer = Trainer(config, tmp_path / "exp")
+    trainer = Trainer(PretrainRecipe(config), tmp_path / "exp")
     batch = next(trainer._batches())
     trainer.train_step(itertools.repeat(batch))
     with HostReads("cuda") as reads:  # torch's sync debug mode: every synchronising call, by call site

@@ -28,7 +28,7 @@ from robustdistiller_upstream.audio import AUDIO_SUFFIXES, audio_info, read_audi
 from robustdistiller_upstream.files import atomic_output
 from robustdistiller_upstream.augment.config import BankConfig, NoiseSourceConfig, RirSourceConfig
 from robustdistiller_upstream.augment.rooms import simulate_rir
-from robustdistiller_upstream.cluster.locks import exclusive_if_possible
+from robustdistiller_upstream.locks import exclusive_if_possible
 from robustdistiller_upstream.errors import AudioError
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-from robustdistiller_upstream import __version__
+from robustdistiller_upstream.version import __version__
+from robustdistiller_upstream.log_setup import setup_logging
 
 # subcommand name -> module under robustdistiller_upstream.cli
 SUBCOMMANDS = {
@@ -26,14 +27,6 @@ SUBCOMMANDS = {
     "prune": "prune",
     "report": "report",
 }
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

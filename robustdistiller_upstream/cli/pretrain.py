@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from robustdistiller_upstream.cluster.jobs import TrainingJob, launch_training
     from robustdistiller_upstream.train.config import PretrainConfig
+    from robustdistiller_upstream.train.recipe import PretrainRecipe
 
     config, exp_dir = load_experiment(args, PretrainConfig)
-    return launch_training(TrainingJob("pretrain", config, exp_dir, args.resume), args)
+    return launch_training(TrainingJob("pretrain", PretrainRecipe, config, exp_dir, args.resume), args)

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from robustdistiller_upstream.cluster.jobs import TrainingJob, launch_training
-    from robustdistiller_upstream.prune.train import PruneConfig
+    from robustdistiller_upstream.prune.train import PruneConfig, PruneRecipe
 
     config, exp_dir = load_experiment(args, PruneConfig)
-    return launch_training(TrainingJob("prune", config, exp_dir, args.resume), args)
+    return launch_training(TrainingJob("prune", PruneRecipe, config, exp_dir, args.resume), args)

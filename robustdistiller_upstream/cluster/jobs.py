@@ -1,70 +1,62 @@
 """Training as one job description: ``--launcher local`` calls it here, ``slurm`` / ``local-submitit`` pickle the
 same object and submitit calls it in every task of the job (so a test of one launcher tests the other's job).
 
-Under submitit the loop reads rank, world size, local rank and the master address from the job environment
-(``train.runner.setup_distributed``) and starts the process group torchrun would. At preemption or the time limit
-submitit calls ``checkpoint()`` on rank 0: the loop's own resume files are the checkpoint (written every
-``run.save_every`` steps, atomically), so the requeued job resumes from the newest one, bit-exactly as
-``--resume`` does, and loses at most ``save_every`` steps of work.
+Under submitit the job exports rank, world size, local rank and the master address from the job environment as
+torchrun would (``cluster.slurm.export_torch_environment``), and the loop starts its process group from them. At
+preemption or the time limit submitit calls ``checkpoint()`` on rank 0: the loop's own resume files are the
+checkpoint (written every ``run.save_every`` steps, atomically), so the requeued job resumes from the newest one,
+bit-exactly as ``--resume`` does, and loses at most ``save_every`` steps of work.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable
 
-from robustdistiller_upstream.cluster.slurm import make_executor, parse_slurm_options, sbatch_script
+from robustdistiller_upstream.cluster.slurm import (export_torch_environment, make_executor, parse_slurm_options,
+                                                    sbatch_script)
 from robustdistiller_upstream.cluster.state import JOBS_FILE, failure_reason, job_fields
 from robustdistiller_upstream.errors import ConfigError, TrainingError
-from robustdistiller_upstream.superb.state import write_json_atomic
+from robustdistiller_upstream.files import write_json_atomic
+from robustdistiller_upstream.log_setup import setup_logging
+from robustdistiller_upstream.train.digest import parameters_digest
+from robustdistiller_upstream.train.runner import Trainer, checkpoints
+from robustdistiller_upstream.train.stage import Recipe
 
 log = logging.getLogger(__name__)
 
 JOBS_FOLDER = "jobs"  # submitit's pickles and logs, inside the experiment folder
 
 
-def parameters_digest(state: Mapping[str, Any]) -> str:
-    """sha256 of a state dict (names and raw bytes of its tensors, in order): equal digests, identical values."""
-    import torch
-
-    digest = hashlib.sha256()
-    for name, value in state.items():
-        digest.update(name.encode())
-        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
 @dataclass
 class TrainingJob:
-    """``robustdistiller pretrain`` (``kind="pretrain"``) or ``prune`` of one experiment folder."""
+    """``robustdistiller pretrain`` (``kind="pretrain"``) or ``prune`` of one experiment folder: the job builds
+    ``recipe(config)`` (a class, picked by the subcommand) and trains it."""
 
     kind: str
-    config: Any  # PretrainConfig | PruneConfig
+    recipe: Callable[[Any], Recipe]  # PretrainRecipe | PruneRecipe
+    config: Any  # its config: PretrainConfig | PruneConfig
     exp_dir: Path
     resume: bool = False
 
     def has_resume_state(self) -> bool:
-        from robustdistiller_upstream.train.runner import checkpoints
-
         return bool(checkpoints(self.exp_dir))
 
     def __call__(self) -> dict[str, Any]:
         """Trains (every rank); returns this rank's ``rank``, ``step``, ``parameters`` digest and, on rank 0, the
         final ``checkpoint``."""
-        from robustdistiller_upstream.cli import _setup_logging
-
-        _setup_logging(verbose=False)  # a no-op where the CLI runs the job itself (local launcher)
+        setup_logging(verbose=False)  # a no-op where the CLI runs the job itself (local launcher)
         import torch.distributed as dist
 
-        from robustdistiller_upstream.train.runner import Trainer
-
+        if "WORLD_SIZE" not in os.environ and os.environ.get("SUBMITIT_EXECUTOR"):  # a submitit job: rank etc.
+            export_torch_environment()
         try:
-            trainer = Trainer(self.config, self.exp_dir, self.resume)
+            trainer = Trainer(self.recipe(self.config), self.exp_dir, self.resume)
             checkpoint = trainer.fit()
             return {"rank": trainer.env.rank, "step": trainer.progress.step,
                     "parameters": parameters_digest(trainer.task.state_dict()), "checkpoint": str(checkpoint or "")}

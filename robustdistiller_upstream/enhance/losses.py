@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustdistiller_upstream.enhance.head import EnhancementHead, EnhancementOutput
-from robustdistiller_upstream.objectives import masked_mean
+from robustdistiller_upstream.objectives.base import masked_mean
 
 # (n_fft, hop, win) of the multi-resolution STFT loss (Yamamoto et al., Parallel WaveGAN, 2020)
 MRSTFT_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))

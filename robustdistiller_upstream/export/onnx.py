@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from robustdistiller_upstream import __version__
+from robustdistiller_upstream.version import __version__
 from robustdistiller_upstream.export.check import check_batch, max_abs_diff, mean_cosine, pad_batch
 from robustdistiller_upstream.export.errors import ExportError
 from robustdistiller_upstream.export.outputs import refuse_existing

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustdistiller_upstream.objectives import DistillationObjective, ObjectiveOutput, masked_mean, register
+from robustdistiller_upstream.objectives.base import DistillationObjective, ObjectiveOutput, masked_mean, register
 
 
 @dataclass

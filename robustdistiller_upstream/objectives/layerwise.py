@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robustdistiller_upstream.objectives import DistillationObjective, ObjectiveOutput, masked_mean, register
+from robustdistiller_upstream.objectives.base import DistillationObjective, ObjectiveOutput, masked_mean, register
 
 
 @dataclass

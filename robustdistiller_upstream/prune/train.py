@@ -45,7 +45,7 @@ from robustdistiller_upstream.teacher import Teacher, TeacherConfig
 from robustdistiller_upstream.train.config import DenoisingConfig, ObjectiveConfig, OptimConfig
 from robustdistiller_upstream.train.data import Batch, DataConfig
 from robustdistiller_upstream.train.optim import build_optimizer
-from robustdistiller_upstream.train.runner import Stage
+from robustdistiller_upstream.train.stage import Stage
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 
 from robustdistiller_upstream.cluster.slurm import add_launcher_arguments
 from robustdistiller_upstream.errors import ConfigError, UserError
-from robustdistiller_upstream.superb.cluster import DEFAULT_MAX_PARALLEL, sbatch_preview
+from robustdistiller_upstream.log_setup import setup_logging
+from robustdistiller_upstream.superb.cluster import DEFAULT_MAX_PARALLEL, run_on_cluster, sbatch_preview
 from robustdistiller_upstream.superb.sweep import Sweep, SweepConfig
 
 
@@ -69,8 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     runner_args = argv[argv.index("--") + 1:] if "--" in argv else []
     args = build_parser().parse_args(argv[:argv.index("--")] if "--" in argv else argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    setup_logging(args.verbose)
     cfg = SweepConfig(
         upstream=args.upstream, ckpt=args.ckpt, upstream_config=args.upstream_config, tag=args.tag,
         tasks=args.tasks, conditions=args.conditions, only_conditions=args.only_conditions,
@@ -89,6 +89,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if script:
                 print(f"\n# sbatch script of each job (condition copies without GPUs):\n{script}")
             return 0
+        if args.launcher != "local":
+            run_on_cluster(sweep)
+            return sweep.finish()
         return sweep.run()
     except UserError as exc:
         logging.getLogger("robustdistiller.superb").error("%s", exc)

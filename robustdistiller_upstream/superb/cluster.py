@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from robustdistiller_upstream.cluster.slurm import make_executor, parse_slurm_options
+from robustdistiller_upstream.cluster.slurm import make_executor, parse_slurm_options, sbatch_script
 from robustdistiller_upstream.cluster.state import failure_reason, job_fields, live_status
 from robustdistiller_upstream.errors import ConfigError
+from robustdistiller_upstream.log_setup import setup_logging
 from robustdistiller_upstream.superb.conditions import READY
 from robustdistiller_upstream.superb.sweep import Run, Sweep, SweepConfig, TaskPlan
 
@@ -52,9 +53,7 @@ class SweepStep:
     condition: str = ""
 
     def __call__(self) -> dict[str, Any]:
-        from robustdistiller_upstream.cli import _setup_logging
-
-        _setup_logging(verbose=False)
+        setup_logging(verbose=False)
         task, _, fold = self.task.partition("/")  # "ER/fold2": that fold only
         folds = [int(fold.removeprefix("fold"))] if fold else self.cfg.er_folds
         sweep = Sweep(dataclasses.replace(self.cfg, tasks=task, er_folds=folds))
@@ -224,7 +223,5 @@ def sbatch_preview(sweep: Sweep) -> Optional[str]:
     """For ``--dry-run``: the sbatch script of the sweep's training jobs (SLURM), None on other launchers."""
     if sweep.cfg.launcher != "slurm":
         return None
-    from robustdistiller_upstream.cluster.slurm import sbatch_script
-
     options = dataclasses.replace(parse_slurm_options(sweep.cfg.slurm, "slurm"), tasks_per_node=1)
     return sbatch_script(sweep.jobs_folder, options, sweep.tag)

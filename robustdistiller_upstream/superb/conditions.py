@@ -8,7 +8,7 @@ Layout under ``<cond_root>/<TASK>/<CONDITION>/``:
   (links everywhere else, so train/dev data and side files stay the clean originals);
 - ``ready.json``: written last; a folder without it is finished by the next run.
 
-Builders of one folder (two sweeps, two cluster jobs) take its lock (``cluster.locks``): one builds, the others
+Builders of one folder (two sweeps, two cluster jobs) take its lock (``locks.py``): one builds, the others
 wait and find it ready; a builder killed mid-way leaves partial output the next one resumes (and no stale lock).
 """
 
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from robustdistiller_upstream.cluster.locks import exclusive
+from robustdistiller_upstream.locks import exclusive
 from robustdistiller_upstream.errors import ConfigError
-from robustdistiller_upstream.superb.state import write_json_atomic
+from robustdistiller_upstream.files import write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -30,13 +30,13 @@ from typing import Any, Optional
 
 from robustdistiller_upstream.augment.conditions import load_conditions
 from robustdistiller_upstream.errors import ConfigError, UserError
+from robustdistiller_upstream.files import write_json_atomic
 from robustdistiller_upstream.s3prl_stack import (SOX_PACKAGE, describe_stack, import_s3prl_hub, removed_torchaudio_calls,
                                                   sox_effects_users, sox_extension_error)
 from robustdistiller_upstream.superb.conditions import EvalCondition, build_condition
 from robustdistiller_upstream.superb.configs import config_dir, load_task_config
 from robustdistiller_upstream.superb.prepare import ASV_LENGTHS
 from robustdistiller_upstream.superb.results import RESULT, parse_metrics
-from robustdistiller_upstream.superb.state import write_json_atomic
 from robustdistiller_upstream.superb.tasks import TaskSpec, get_key, resolve_tasks, set_key
 
 log = logging.getLogger(__name__)
@@ -406,12 +406,8 @@ class Sweep:
                 blocked = f"training failed: {run.reason}"
 
     def run(self) -> int:
-        """Runs what is not finished (here, or as cluster jobs with ``launcher``); returns 0 if nothing failed."""
-        if self.cfg.launcher != "local":
-            from robustdistiller_upstream.superb.cluster import run_on_cluster
-
-            run_on_cluster(self)
-            return self.finish()
+        """Runs what is not finished here, in threads (one task per ``--gpus`` slot; the cluster launchers'
+        scheduler is ``superb.cluster.run_on_cluster``); returns 0 if nothing failed."""
         slots: "queue.Queue[Optional[str]]" = queue.Queue()
         for gpu in self.cfg.gpus or [None]:
             slots.put(gpu)

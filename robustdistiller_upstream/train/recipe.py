@@ -19,7 +19,7 @@ from robustdistiller_upstream.teacher import Teacher, init_student_from_teacher
 from robustdistiller_upstream.train.config import PretrainConfig
 from robustdistiller_upstream.train.data import Batch
 from robustdistiller_upstream.train.optim import build_s3prl_optimizer
-from robustdistiller_upstream.train.runner import Stage
+from robustdistiller_upstream.train.stage import Stage
 from robustdistiller_upstream.train.task import DistillationTask
 
 

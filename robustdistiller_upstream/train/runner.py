@@ -3,10 +3,11 @@
 ``Trainer`` owns what every recipe shares: devices, DDP (gloo on the CPU, nccl on CUDA), autocast (fp16 with a
 gradient scaler, bf16), gradient accumulation, clipping, the NaN guard (``train/guard.py``), teacher targets and
 contamination of each batch, logging (``log.jsonl``, tensorboard), checkpoints and exact resume. A recipe supplies
-what differs (``Recipe``): the teacher, its stages, each stage's task module (what computes the loss), its
-optimizer over its own parameter groups, an after-backward hook, and what it saves. ``robustdistiller pretrain``
-runs ``train.recipe.PretrainRecipe`` (one stage), ``robustdistiller prune`` ``prune.train.PruneRecipe`` (stage 1
-``prune``: gated student + Lagrangian controller; stage 2 ``final``: the exported dense student).
+what differs through the ``Recipe`` protocol (``train/stage.py``), the only thing the loop knows of it: the
+teacher, its stages, each stage's task module (what computes the loss), its optimizer over its own parameter
+groups, an after-backward hook, and what it saves. Whoever starts a run picks the recipe: ``robustdistiller
+pretrain`` ``train.recipe.PretrainRecipe`` (one stage), ``robustdistiller prune`` ``prune.train.PruneRecipe``
+(stage 1 ``prune``: gated student + Lagrangian controller; stage 2 ``final``: the exported dense student).
 
 Experiment folder ``<exp_root>/<name>/``: ``config.yaml`` (the full recipe), ``log.jsonl`` (one line per logged
 step; a recipe of several stages adds ``stage`` and counts ``step`` within it), ``tb/`` (tensorboard, steps counted
@@ -27,7 +28,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -42,10 +43,11 @@ from robustdistiller_upstream.config import save_config
 from robustdistiller_upstream.enhance.metrics import enhancement_metrics
 from robustdistiller_upstream.errors import TrainingError
 from robustdistiller_upstream.files import read_jsonl, remove_stale_temporaries, write_jsonl_atomic
-from robustdistiller_upstream.teacher import Teacher, align_frames
-from robustdistiller_upstream.train.config import PretrainConfig
+from robustdistiller_upstream.teacher import align_frames
 from robustdistiller_upstream.train.data import Batch, BatchStream, load_corpus
+from robustdistiller_upstream.train.digest import parameters_digest
 from robustdistiller_upstream.train.guard import UpdateGuard
+from robustdistiller_upstream.train.stage import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +71,8 @@ class Distributed:
 
 
 def setup_distributed(device: str) -> Distributed:
-    """Reads torchrun's environment, or in a submitit job (``--launcher slurm``) the job's (rank, world size, local
-    rank, master address: ``submitit.JobEnvironment``); starts gloo (CPU) or nccl (CUDA ``device``, or ``auto`` on a
-    CUDA machine) when there is more than one process."""
-    if "WORLD_SIZE" not in os.environ and os.environ.get("SUBMITIT_EXECUTOR"):
-        from robustdistiller_upstream.cluster.slurm import export_torch_environment
-
-        export_torch_environment()
+    """Reads torchrun's environment (a SLURM job exports the same variables first: ``cluster.jobs``); starts gloo
+    (CPU) or nccl (CUDA ``device``, or ``auto`` on a CUDA machine) when there is more than one process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Distributed()
@@ -132,84 +129,6 @@ def checkpoints(exp_dir: Path) -> list[tuple[int, Path]]:
 
 
 @dataclass
-class Stage:
-    """One stage of a recipe: ``task`` (what DDP wraps) trained for ``steps`` optimizer steps.
-
-    ``task(noisy, lengths, targets, clean, *inputs(step)) -> (loss, terms, enhancement output or None)``:
-    ``noisy``/``clean`` (batch, samples), ``lengths`` (batch,), ``targets`` the teacher's hidden states, each
-    (batch, frames, dim), cut to the frames the student produces; ``inputs(step)``: the recipe's extra arguments
-    at (0-based, within the stage) step ``step``. ``task.student.frame_lengths`` gives the student's frame count;
-    ``task.head``: the enhancement head or None (its metrics in the log). ``optimizer``: the task's parameter
-    groups with their own learning rates; ``scheduler`` steps once per optimizer step. ``clip_params`` are
-    clipped together to ``clip_norm``; ``after_backward`` runs on the accumulated gradients before they are
-    unscaled and clipped (the Lagrangian multipliers' gradient ascent)."""
-
-    name: str
-    steps: int
-    task: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    clip_params: list[Tensor]
-    clip_norm: float
-    accumulate: int = 1
-    after_backward: Optional[Callable[[], None]] = None
-    inputs: Callable[[int], tuple] = lambda step: ()
-
-
-class Recipe(Protocol):
-    """What a recipe plugs into the loop. ``config`` has the sections the loop reads: ``run`` (device, seed,
-    threads, amp, compile, log_every, save_every, max_keep, max_bad_steps), ``data``, ``denoising``, ``enhance``
-    and ``teacher`` (``max_frame_diff``, ``name``)."""
-
-    config: Any
-    stages: tuple[str, ...]
-
-    def build(self, device: torch.device) -> Teacher:
-        """Builds the teacher and the models on ``device`` (every rank the same weights); returns the teacher."""
-
-    def stage_steps(self, index: int) -> int:
-        """Optimizer steps of stage ``index``."""
-
-    def stage(self, index: int, saved: Optional[dict[str, Any]]) -> Stage:
-        """Stage ``index``; ``saved``: the recipe's ``state_dict()`` of the resume file it continues from."""
-
-    def batch(self, batch: Batch) -> Batch:
-        """The loader's batch as the recipe trains on it (e.g. cropped to its shortest utterance)."""
-
-    def targets(self, clean: Tensor, lengths: Tensor) -> list[Tensor]:
-        """The teacher's hidden states of ``clean`` (batch, samples); ``lengths`` on the host."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """What the recipe adds to each resume file (plain data)."""
-
-    def check_folder(self, exp_dir: Path, resume: bool) -> None:
-        """Raises ``TrainingError`` when ``exp_dir`` holds a result this run must not overwrite."""
-
-    def check_resume(self, state: dict[str, Any], path: Path) -> None:
-        """Raises ``TrainingError`` when the resume file ``path`` cannot be continued by this version."""
-
-    def save(self, exp_dir: Path, step: int) -> None:
-        """Rank 0, beside each ``resume-step<step>.pt``: the recipe's own files ``*-step<step>.*``."""
-
-    def end_stage(self, index: int, exp_dir: Path, main: bool) -> Optional[Path]:
-        """After stage ``index``'s last step, on every rank (``main``: rank 0, which writes files); returns the
-        stage's result file."""
-
-
-def make_recipe(config: Any) -> Recipe:
-    """The recipe a config describes: ``PretrainConfig`` -> pretraining, ``PruneConfig`` -> RD-DPWavLM."""
-    if isinstance(config, PretrainConfig):
-        from robustdistiller_upstream.train.recipe import PretrainRecipe
-
-        return PretrainRecipe(config)
-    from robustdistiller_upstream.prune.train import PruneConfig, PruneRecipe
-
-    if isinstance(config, PruneConfig):
-        return PruneRecipe(config)
-    raise TypeError(f"no recipe for {type(config).__name__}")
-
-
-@dataclass
 class Progress:
     """Counters that travel in the resume file; ``step`` counts within the current stage."""
 
@@ -221,11 +140,12 @@ class Progress:
 
 
 class Trainer:
-    """Builds the recipe of ``config`` (``make_recipe``) and runs its stages, or what is left of them."""
+    """Runs the stages of ``recipe`` (picked by whoever starts the run: the CLI, a cluster job), or what is left of
+    them, in ``exp_dir``."""
 
-    def __init__(self, config: Any, exp_dir: str | Path, resume: bool = False) -> None:
-        self.config = config
-        self.recipe = make_recipe(config)
+    def __init__(self, recipe: Recipe, exp_dir: str | Path, resume: bool = False) -> None:
+        self.recipe = recipe
+        self.config = config = recipe.config
         self.exp_dir = Path(exp_dir)
         run = config.run
         self.env = setup_distributed(run.device)
@@ -437,8 +357,6 @@ class Trainer:
 
     def _log_digests(self) -> None:
         """Every rank logs a digest of each parameter group at the end of a stage: under DDP they must agree."""
-        from robustdistiller_upstream.cluster.jobs import parameters_digest
-
         digests = []
         for i, group in enumerate(self.optimizer.param_groups):
             digest = parameters_digest({str(j): p for j, p in enumerate(group["params"])})
@@ -488,11 +406,3 @@ class Trainer:
             logger.warning("%d unreadable corpus file(s) were skipped", self.progress.skipped_files)
         return result if self.env.main else None
 
-
-def pretrain(config: Any, exp_dir: str | Path, resume: bool = False) -> Optional[Path]:
-    """Builds a ``Trainer`` for any recipe's config and runs it; tears the process group down at the end."""
-    try:
-        return Trainer(config, exp_dir, resume).fit()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()

@@ -14,11 +14,11 @@ pytest.importorskip("filelock")
 
 from filelock import FileLock, Timeout  # noqa: E402
 
-from robustdistiller_upstream.cluster.locks import exclusive  # noqa: E402
+from robustdistiller_upstream.locks import exclusive  # noqa: E402
 
 HOLD = """
 import sys, time
-from robustdistiller_upstream.cluster.locks import exclusive
+from robustdistiller_upstream.locks import exclusive
 with exclusive(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)

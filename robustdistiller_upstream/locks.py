@@ -3,7 +3,8 @@ cached thing once: the second waits, then finds it finished.
 
 The lock is ``filelock``'s (an ``fcntl`` lock, a lock file elsewhere): the kernel releases it when its holder
 dies, so a builder killed mid-way leaves no stale lock, only its partial output for the next holder to resume.
-(``filelock`` comes with torch; the ``cluster`` extra names it.)
+(``filelock`` comes with torch; the ``cluster`` extra names it.) Users: the noise/RIR bank cache
+(``augment/banks.py``) and the sweep's condition copies (``superb/conditions.py``).
 """
 
 from __future__ import annotations
