@@ -1,16 +1,18 @@
 # Quick start (README): `make demo` and `make test`. Both build .venv from constraints.txt on first use.
+# `make docs` builds the docs site into docs/_build/html (.ci/run: DOCS_OPTS="-W --keep-going", warnings are errors).
 # The current stack (ESPnet's s3prl fork on current torch, README "Two stacks"): `make test-current` builds
 # .venv-current from constraints-current.txt: first the ESPnet environment a user already has, then ours beside it.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS := s3prl,augment,superb,report,dev,bench,cluster,export
+EXTRAS := s3prl,augment,superb,report,dev,bench,cluster,export,docs
 VENV_CURRENT := .venv-current
 PY_CURRENT := $(VENV_CURRENT)/bin/python
 EXTRAS_CURRENT := espnet,augment,superb,report,dev,cluster,export
 PYTEST_ARGS ?=
+DOCS_OPTS ?=
 
-.PHONY: demo test install test-current install-current install-current-espnet clean-venv
+.PHONY: demo test docs install test-current install-current install-current-espnet clean-venv
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt build_backend/robustdistiller_build.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +42,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the API pages import this checkout's package (PYTHONPATH), not whichever one the venv has installed
+docs: $(VENV)/.installed
+	PYTHONPATH=$(CURDIR) $(PY) -m sphinx -b html $(DOCS_OPTS) docs docs/_build/html
 
 # what the current stack runs: everything but the tests marked stock_only or one_stack (setup.cfg markers)
 test-current: $(VENV_CURRENT)/.installed

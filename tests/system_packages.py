@@ -1,6 +1,6 @@
 """The Debian packages that some tests need, and the skip that names the package to install where one is missing.
 
-``.ci/run`` installs all of them; the README's Development section says which tests each unlocks.
+``.ci/run`` installs all of them; docs/development.md ("System packages") says which tests each unlocks.
 """
 
 from __future__ import annotations

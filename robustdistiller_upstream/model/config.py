@@ -22,7 +22,7 @@ class StudentConfig:
     """DistilHuBERT-shaped student. Defaults: the RobustDistiller student (23.5M parameters without heads)."""
 
     extractor_conv_layers: list[ConvSpec] = field(default_factory=lambda: list(DEFAULT_CONV_LAYERS))
-    extractor_mode: Literal["default", "layer_norm"] = "default"  # default: group norm on the first conv only
+    extractor_mode: Literal["default", "layer_norm"] = "default"  #: default: group norm on the first conv only
     extractor_dropout: float = 0.0
     feature_grad_mult: float = 0.1
     conv_pos: int = 128
@@ -35,9 +35,9 @@ class StudentConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.1
     activation_dropout: float = 0.1
-    pred_layer_id: list[int] = field(default_factory=lambda: [4, 8, 12])  # teacher layers predicted by the heads
-    final_dim: int = 768  # width of each prediction head (the teacher's width)
-    out_layer_inter_dim: int = -1  # -1: encoder_embed_dim
+    pred_layer_id: list[int] = field(default_factory=lambda: [4, 8, 12])  #: teacher layers predicted by the heads
+    final_dim: int = 768  #: width of each prediction head (the teacher's width)
+    out_layer_inter_dim: int = -1  #: -1: encoder_embed_dim
 
     def __post_init__(self) -> None:
         self.extractor_conv_layers = [tuple(int(v) for v in spec) for spec in self.extractor_conv_layers]

@@ -54,16 +54,16 @@ from robustdistiller_upstream.objectives.base import DistillationObjective, Obje
 @dataclass
 class CorrelationConfig:
     correlate_over: Literal["batch", "frames"] = "batch"
-    pool_frames: int = 150  # segments per utterance for correlate_over="batch" (the authors' value)
-    off_diagonal_weight: float = 5e-3  # lambda_off on the cross-correlation off-diagonal (Barlow Twins' default)
-    self_weight: Union[float, Literal["auto"]] = "auto"  # w_sc on the student self-correlation term
-    scale: float = 1.0  # multiplies L_cc + w_sc * L_sc
-    diag_scale: float = 1.0  # divides the cross-correlation diagonal sum (the authors': 10)
-    off_diag_scale: float = 1.0  # divides the cross-correlation off-diagonal sum (the authors': 100)
-    self_scale: float = 1.0  # divides the self-correlation off-diagonal sum (the authors': 50000)
-    cos_weight: float = 1.0  # DistilHuBERT cosine term added on top; 0 disables it
-    cos_over: Literal["frames", "segments"] = "frames"  # segments: the pooled ones (correlate_over="batch" only)
-    eps: float = 1e-5  # added to the standard deviation
+    pool_frames: int = 150  #: segments per utterance for correlate_over="batch" (the authors' value)
+    off_diagonal_weight: float = 5e-3  #: lambda_off on the cross-correlation off-diagonal (Barlow Twins' default)
+    self_weight: Union[float, Literal["auto"]] = "auto"  #: w_sc on the student self-correlation term
+    scale: float = 1.0  #: multiplies L_cc + w_sc * L_sc
+    diag_scale: float = 1.0  #: divides the cross-correlation diagonal sum (the authors': 10)
+    off_diag_scale: float = 1.0  #: divides the cross-correlation off-diagonal sum (the authors': 100)
+    self_scale: float = 1.0  #: divides the self-correlation off-diagonal sum (the authors': 50000)
+    cos_weight: float = 1.0  #: DistilHuBERT cosine term added on top; 0 disables it
+    cos_over: Literal["frames", "segments"] = "frames"  #: segments: the pooled ones (correlate_over="batch" only)
+    eps: float = 1e-5  #: added to the standard deviation
 
     def __post_init__(self) -> None:
         if self.pool_frames < 1:

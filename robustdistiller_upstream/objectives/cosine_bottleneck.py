@@ -31,7 +31,7 @@ from robustdistiller_upstream.objectives.base import DistillationObjective, Obje
 
 @dataclass
 class CosineBottleneckConfig:
-    weight: float = 1.0  # multiplies the cosine distance
+    weight: float = 1.0  #: multiplies the cosine distance
 
 
 def cosine_distance(u: Tensor, t: Tensor, frame_mask: Tensor) -> Tensor:

@@ -100,9 +100,9 @@ class PruneRunConfig:
     seed: int = 0
     log_every: int = 50
     save_every: int = 5000
-    max_keep: int = 3  # newest resume files kept (0: all)
+    max_keep: int = 3  #: newest resume files kept (0: all)
     max_bad_steps: int = 10
-    threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+    threads: int = 0  #: torch intra-op threads on CPU; 0 = torch's default
 
 
 @dataclass

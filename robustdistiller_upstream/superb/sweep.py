@@ -66,10 +66,10 @@ class SweepConfig:
     overrides: list[str] = field(default_factory=list)
     runner_args: list[str] = field(default_factory=list)
     contaminate_workers: int = 1
-    launcher: str = "local"  # local | slurm | local-submitit (superb.cluster)
-    slurm: list[str] = field(default_factory=list)  # --slurm key=value,... (cluster.slurm.SlurmOptions)
-    max_parallel: int = 0  # jobs in flight at most (cluster launchers; 0: superb.cluster's default)
-    er_folds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])  # IEMOCAP test sessions (ER's folds)
+    launcher: str = "local"  #: local | slurm | local-submitit (superb.cluster)
+    slurm: list[str] = field(default_factory=list)  #: --slurm key=value,... (cluster.slurm.SlurmOptions)
+    max_parallel: int = 0  #: jobs in flight at most (cluster launchers; 0: superb.cluster's default)
+    er_folds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])  #: IEMOCAP test sessions (ER's folds)
 
 
 @dataclass

@@ -75,16 +75,16 @@ class RunConfig:
     seed: int = 0
     log_every: int = 50
     save_every: int = 10000
-    max_keep: int = 3  # newest checkpoints kept (0: all)
+    max_keep: int = 3  #: newest checkpoints kept (0: all)
     max_bad_steps: int = 10
-    threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+    threads: int = 0  #: torch intra-op threads on CPU; 0 = torch's default
 
 
 @dataclass
 class PretrainConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
-    student_init: bool = True  # copy CNN, projection and layers from the teacher (DESIGN 1)
+    student_init: bool = True  #: copy CNN, projection and layers from the teacher (DESIGN 1)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     denoising: DenoisingConfig = field(default_factory=DenoisingConfig)
     enhance: EnhanceConfig = field(default_factory=EnhanceConfig)
