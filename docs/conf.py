@@ -26,11 +26,13 @@ if Path(robustdistiller_upstream.__file__).resolve().parent != ROOT / "robustdis
 
 project = "robustdistiller"
 author = "the robustdistiller authors"
+copyright = author
 release = version = robustdistiller_upstream.__version__
 
 sys.path.insert(0, str(ROOT / "docs" / "_ext"))
 extensions = ["myst_parser", "sphinx.ext.autodoc", "cli_help"]
 exclude_patterns = ["_build"]
+highlight_language = "none"  # a fence without a language is shown as written (logs, trees, tables)
 
 myst_heading_anchors = 4
 
