@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from robustdistiller_upstream.s3prl_stack import SOX_PACKAGE, sox_extension_error
+from robustdistiller_upstream.espeak import MISSING
 from robustdistiller_upstream.synthetic import have_espeak
 
 
@@ -17,7 +18,7 @@ def _install(package: str, what: str) -> str:
     return f"needs Debian's {package} (apt-get install {package}): {what}"
 
 
-ESPEAK = _install("espeak-ng", "the spoken corpora are made with it")
+ESPEAK = f"{MISSING}: the spoken corpora are made with it"
 SOX_PROGRAM = _install("sox", "the Kaldi wav.scp pipe entry runs the sox program")
 SOX_EXTENSION = _install(SOX_PACKAGE, "s3prl's KS, QbE and ASV datasets read audio through torchaudio's sox "
                                       "extension, which opens the unversioned libsox.so")

@@ -48,10 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _ks_unavailable() -> str:
     """Why the KS part cannot run here ('' when it can)."""
     from robustdistiller_upstream.s3prl_stack import sox_extension_error
+    from robustdistiller_upstream.espeak import MISSING
     from robustdistiller_upstream.synthetic import have_espeak
 
     if not have_espeak():
-        return "espeak-ng is not installed (apt-get install espeak-ng): the keywords cannot be spoken"
+        return f"{MISSING}: the keywords cannot be spoken"
     error = sox_extension_error()
     return f"s3prl's KS dataset cannot read audio here: {error}" if error else ""
 
