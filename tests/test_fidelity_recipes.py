@@ -133,12 +133,13 @@ def test_paper_recipes_carry_the_reference_settings(name):
                              contamination.p_noise_reverb], [0.25] * 4)
 
 
+@pytest.mark.one_stack  # recipe and loop are the same code on both stacks; a HuBERT Base-sized teacher on CPU
 def test_rd_correlation_runs_as_shipped_with_only_paths_overridden(tmp_path):
     """``robustdistiller pretrain -c pretrain/rd_correlation.yaml``, setup 2 as shipped (DistilHuBERT student, whole
-    utterances, batch 24 = the corpus' 8 utterances), with the teacher, data and bank paths overridden and the CPU
-    settings (device, threads, fp32, 2 steps): a random HuBERT Base-shaped teacher, since the student is copied
+    utterances, batch 24 = the corpus' 4 utterances), with the teacher, data and bank paths overridden and the CPU
+    settings (device, threads, fp32, one step): a random HuBERT Base-shaped teacher, since the student is copied
     from it."""
-    world = make_world(tmp_path, n_speakers=2, n_utterances=4)
+    world = make_world(tmp_path, n_speakers=2, n_utterances=2)
     teacher = write_hubert_checkpoint(tmp_path / "hubert_base.pt", encoder_layers=12, encoder_embed_dim=768,
                                       encoder_ffn_embed_dim=3072, encoder_attention_heads=12,
                                       conv_feature_layers="[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2",
@@ -147,14 +148,14 @@ def test_rd_correlation_runs_as_shipped_with_only_paths_overridden(tmp_path):
         f"teacher.name=hubert_local,teacher.ckpt={teacher}",
         f"data.librispeech_root={world['corpus']},data.manifests=[],data.subsets=[train-clean-100]",
         _bank_paths(world, tmp_path),
-        "data.num_workers=0,run.total_steps=2,run.device=cpu,run.amp=none,run.log_every=1,run.threads=1",
+        "data.num_workers=0,run.total_steps=1,run.device=cpu,run.amp=none,run.log_every=1,run.threads=1",
     ])
     result = cli("pretrain", "-c", str(PRETRAIN / "rd_correlation.yaml"), "-n", "shipped", "-o", overrides,
                  cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     exp = tmp_path / "exp" / "shipped"
     log = [json.loads(line) for line in (exp / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+    assert [r["step"] for r in log] == [1] and np.isfinite(log[0]["loss"])
     saved = yaml.safe_load((exp / "config.yaml").read_text())
     assert saved["teacher"]["contamination"] and saved["denoising"]["contamination"]["distortion_set"]["enabled"]
     assert saved["student"]["encoder_embed_dim"] == 768 and saved["data"]["batch_size"] == 24
