@@ -191,7 +191,8 @@ class Contaminator:
             if self.noise_bank and rng.random() < cfg.p_file_noise:
                 fields.update(self._file_noise(rng, int(rng.integers(len(self.noise_bank))), length))
             else:
-                fields.update(self._generated_noise(rng, cfg.generated_noise[int(rng.integers(len(cfg.generated_noise)))]))
+                color = cfg.generated_noise[int(rng.integers(len(cfg.generated_noise)))]
+                fields.update(self._generated_noise(rng, color))
         if "reverb" in op:
             fields.update(self._rir(rng))
         return TransformRecord(op=op, seed=seed, **fields)
@@ -253,14 +254,15 @@ class Contaminator:
                 row[:length].copy_(colored_noise((length,), record.noise, generator))
             elif self.noise_bank is None:
                 raise AudioError(f"record names noise file {record.noise!r} but there is no noise bank")
-            elif record.noise_repeat:
-                bank = self.noise_bank
-                index = bank.index_of(record.noise)
-                whole = bank.segment(index, 0, bank.lengths[index], out=torch.empty(bank.lengths[index], device=row.device))
-                row[:length].copy_(whole.repeat_interleave(record.noise_repeat)[:length])
             else:
                 bank = self.noise_bank
-                bank.segment(bank.index_of(record.noise), record.noise_offset or 0, length, out=row[:length])
+                index = bank.index_of(record.noise)
+                if record.noise_repeat:  # setup 2's np.repeat: each sample noise_repeat times
+                    whole = torch.empty(bank.lengths[index], device=row.device)
+                    bank.segment(index, 0, len(whole), out=whole)
+                    row[:length].copy_(whole.repeat_interleave(record.noise_repeat)[:length])
+                else:
+                    bank.segment(index, record.noise_offset or 0, length, out=row[:length])
             if length < samples:
                 row[length:] = 0.0
         return noise
