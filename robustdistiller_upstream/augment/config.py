@@ -116,8 +116,9 @@ class ContaminationConfig:
     ``compensate_delay`` shifts reverberant output left by the RIR's direct-path delay (its peak), so frames
     stay aligned with the clean input; ``normalize_rir`` scales each RIR to unit energy. Both are ours: the
     reference convolves with the raw RIR and keeps the first ``len(x)`` samples (both false in the paper recipes).
-    ``short_noise``: a file noise shorter than the utterance is ``tile``d (RobustDistiller) or ``stretch``ed, each
-    sample repeated ``length // file_length + 1`` times and cut (setup 2's ``np.repeat``: the noise slowed down).
+    ``short_noise``: a file noise shorter than the utterance is tiled (``tile``, RobustDistiller) or stretched
+    (``stretch``): each sample repeated ``length // file_length + 1`` times and cut (setup 2's ``np.repeat``: the
+    noise slowed down).
     ``distortion_set``: setup 2's draw instead of the op draw (``DistortionSetConfig``).
     """
 
