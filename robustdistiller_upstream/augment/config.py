@@ -34,8 +34,8 @@ class RirSourceConfig:
     ``real_rirs_isotropic_noises`` but its ``*_noise_*`` recordings: RWCP, REVERB and AIR RIRs; ``path`` is
     ``RIRS_NOISES`` or its parent), ``dns`` (the DNS-challenge ``impulse_responses`` folder) or ``folder`` (every
     audio file under ``path``). ``rirs_only: false`` takes every ``.wav`` under an ``slr28`` tree as given, noise
-    recordings included (OpenSLR's download has point-source and isotropic noises; the DNS copy the
-    RobustDistiller README names has RIRs only)."""
+    recordings included (OpenSLR's download has point-source and isotropic noises; the DNS-Challenge copy the
+    RobustDistiller README names stores RIRs only: docs/fidelity.md)."""
 
     kind: Literal["slr28", "dns", "folder"] = "folder"
     path: str = ""
