@@ -65,8 +65,7 @@ class SweepStep:
             sweep.attempt(plan, run, None)
         if run.status == "failed":
             raise StepFailed(run.reason)
-        return {"status": run.status, "seconds": run.seconds, "checkpoint": run.checkpoint,
-                "checkpoint_kind": run.checkpoint_kind, "checkpoint_why": run.checkpoint_why}
+        return {"status": run.status, "seconds": run.seconds, **run.checkpoint_record()}
 
     def checkpoint(self) -> Any:
         """Time limit / preemption: requeue; a training resumes from its last s3prl checkpoint (``-a``), a
@@ -177,8 +176,7 @@ class Scheduler:
         try:
             record = node.job.result()
             node.run.status, node.run.seconds = "done", float(record["seconds"])
-            node.run.checkpoint, node.run.checkpoint_kind, node.run.checkpoint_why = (
-                record.get(k, "") for k in ("checkpoint", "checkpoint_kind", "checkpoint_why"))
+            node.run.take_checkpoint(record)
         except Exception as exc:  # the step failed, or its job did (killed, out of memory, time limit)
             node.run.status, node.run.reason = "failed", f"{failure_reason(exc)} (job log {node.run.log})"
             log.error("%s %s %s failed: %s", node.run.task, node.run.kind, node.run.condition, node.run.reason)

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 DONE = "done.json"
 RUN_LOG = "run.log"
 _LAUNCH = [sys.executable, "-m", "robustdistiller_upstream.superb.launch"]
+# the downstream checkpoint evaluated (``pick_checkpoint``): in done.json, result.json and summary.json rows
+CHECKPOINT_KEYS = ("checkpoint", "checkpoint_kind", "checkpoint_why")
 
 
 @dataclass
@@ -91,6 +93,15 @@ class Run:
     checkpoint: str = ""
     checkpoint_kind: str = ""
     checkpoint_why: str = ""
+
+    def checkpoint_record(self) -> dict[str, str]:
+        """The ``CHECKPOINT_KEYS`` fields."""
+        return {key: getattr(self, key) for key in CHECKPOINT_KEYS}
+
+    def take_checkpoint(self, record: dict[str, Any]) -> None:
+        """Takes the ``CHECKPOINT_KEYS`` fields of ``record`` (a marker, a cluster job's result; absent: "")."""
+        for key in CHECKPOINT_KEYS:
+            setattr(self, key, str(record.get(key, "")))
 
 
 @dataclass
@@ -263,8 +274,7 @@ class Sweep:
             if marker.is_file():
                 run.status = "skipped"
                 made = json.loads(marker.read_text())
-                run.checkpoint, run.checkpoint_kind, run.checkpoint_why = (
-                    made.get(k, "") for k in ("checkpoint", "checkpoint_kind", "checkpoint_why"))
+                run.take_checkpoint(made)
                 if (made.get("upstream"), made.get("ckpt")) != (self.cfg.upstream, self.ckpt):
                     error = error or (f"{marker} was made with upstream {made.get('upstream')!r} ckpt "
                                       f"{made.get('ckpt')!r}, not {self.cfg.upstream!r} {self.ckpt!r}: "
@@ -317,7 +327,7 @@ class Sweep:
     def trained(self, plan: TaskPlan) -> dict[str, str]:
         """The checkpoint of the task's finished training, its kind and why (``pick_checkpoint``, in done.json)."""
         done = json.loads((self.exp / plan.label / "train" / DONE).read_text())
-        return {k: done.get(k, "") for k in ("checkpoint", "checkpoint_kind", "checkpoint_why")}
+        return {key: done.get(key, "") for key in CHECKPOINT_KEYS}
 
     # ---- running --------------------------------------------------------------------------------------
 
@@ -347,10 +357,9 @@ class Sweep:
             plan.spec.prepare(plan.config, self.cond_root / "_prepared" / plan.spec.name)
         self._write_config(plan, run)
         self._run_runner(self.train_command(plan, run, gpu), run, gpu, plan.spec.downstream)
-        picked = pick_checkpoint(run.expdir, plan.config["runner"])
-        run.checkpoint, run.checkpoint_kind, run.checkpoint_why = picked.values()
-        write_json_atomic(run.expdir / DONE, {"task": plan.label, **picked, "upstream": self.cfg.upstream,
-                                              "ckpt": self.ckpt})
+        run.take_checkpoint(pick_checkpoint(run.expdir, plan.config["runner"]))
+        write_json_atomic(run.expdir / DONE, {"task": plan.label, **run.checkpoint_record(),
+                                              "upstream": self.cfg.upstream, "ckpt": self.ckpt})
 
     def _clean_root(self, plan: TaskPlan) -> Path:
         return Path(get_key(plan.config["downstream_expert"], plan.spec.test_key, plan.spec.config))
@@ -373,10 +382,9 @@ class Sweep:
         if not plan.spec.trains:
             self._write_config(plan, run, root)
         (run.expdir / RUN_LOG).unlink(missing_ok=True)  # parse this attempt's output only
-        trained = self.trained(plan) if plan.spec.trains else {
-            "checkpoint": "", "checkpoint_kind": "none", "checkpoint_why": f"{plan.spec.name} does not train"}
-        run.checkpoint, run.checkpoint_kind, run.checkpoint_why = trained.values()
-        checkpoint = Path(trained["checkpoint"]) if plan.spec.trains else None
+        run.take_checkpoint(self.trained(plan) if plan.spec.trains else {
+            "checkpoint_kind": "none", "checkpoint_why": f"{plan.spec.name} does not train"})
+        checkpoint = Path(run.checkpoint) if plan.spec.trains else None
         self._run_runner(self.evaluate_command(plan, run, root, gpu, checkpoint), run, gpu, plan.spec.downstream)
         if plan.spec.name == "QbE":
             self._score_qbe(clean_root, run)
@@ -387,7 +395,8 @@ class Sweep:
             "task": plan.spec.name, "fold": plan.fold, "condition": condition.name, "spec": condition.spec,
             "seed": condition.seed,
             "upstream": self.cfg.upstream, "ckpt": self.ckpt, "tag": self.tag, "metrics": metrics,
-            "metric": plan.spec.metric.name, "higher_better": plan.spec.metric.higher_better, **trained,
+            "metric": plan.spec.metric.name, "higher_better": plan.spec.metric.higher_better,
+            **run.checkpoint_record(),
             "log": str(run.expdir / RUN_LOG)})
 
     def _score_qbe(self, clean_root: Path, run: Run) -> None:
@@ -497,7 +506,7 @@ class Sweep:
         log; ``robustdistiller jobs EXP_ROOT/TAG`` prints it. ``quiet``: an update while the sweep runs."""
         rows = [{"task": r.task, "kind": r.kind, "condition": r.condition, "status": r.status, "reason": r.reason,
                  "seconds": round(r.seconds, 1), "expdir": str(r.expdir), "job_id": r.job_id, "log": r.log,
-                 "checkpoint": r.checkpoint, "checkpoint_kind": r.checkpoint_kind, "checkpoint_why": r.checkpoint_why}
+                 **r.checkpoint_record()}
                 for r in [*(r for p in self.plans for r in p.runs), *self.copies]]
         write_json_atomic(self.exp / "summary.json", {"tag": self.tag, "upstream": self.cfg.upstream,
                                                      "ckpt": self.ckpt, "launcher": self.cfg.launcher,
