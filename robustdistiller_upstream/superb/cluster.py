@@ -65,7 +65,7 @@ class SweepStep:
             sweep.attempt(plan, run, None)
         if run.status == "failed":
             raise StepFailed(run.reason)
-        return {"status": run.status, "seconds": run.seconds}
+        return {"status": run.status, "seconds": run.seconds, **run.checkpoint_record()}
 
     def checkpoint(self) -> Any:
         """Time limit / preemption: requeue; a training resumes from its last s3prl checkpoint (``-a``), a
@@ -176,6 +176,7 @@ class Scheduler:
         try:
             record = node.job.result()
             node.run.status, node.run.seconds = "done", float(record["seconds"])
+            node.run.take_checkpoint(record)
         except Exception as exc:  # the step failed, or its job did (killed, out of memory, time limit)
             node.run.status, node.run.reason = "failed", f"{failure_reason(exc)} (job log {node.run.log})"
             log.error("%s %s %s failed: %s", node.run.task, node.run.kind, node.run.condition, node.run.reason)
