@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 from typing import Any, Callable, Optional, TypeVar
 
 import pytest
@@ -71,6 +72,8 @@ def _needs(reason: Optional[str]) -> Callable[[Test], Test]:
 
 
 needs_espeak = _needs(None if have_espeak() else ESPEAK)
+needs_espeak_program = _needs(None if shutil.which("espeak-ng") else _install("espeak-ng", "the program's side of "
+                                                                                           "the speech tests"))
 # where torchaudio has no sox_effects at all (the current stack) the stack, not a package, is missing: a plain skip
 needs_sox_extension = (_needs(SOX_EXTENSION if sox_extension_error() else None) if hasattr(torchaudio, "sox_effects")
                        else pytest.mark.skipif(True, reason=SOX_EXTENSION))

@@ -1,7 +1,7 @@
 """Generated speech, noises, rooms and corpus layouts used by every other test."""
 
 import os
-import shutil
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -12,33 +12,14 @@ import pytest
 from robustdistiller_upstream import synthetic
 from robustdistiller_upstream.audio import audio_info, read_audio
 from robustdistiller_upstream.espeak import espeak_source, synthesize
-from system_packages import needs_espeak
+from system_packages import needs_espeak, needs_espeak_program
 
-needs_wheel = pytest.mark.skipif(
-    subprocess.run([sys.executable, "-c", "import espeakng_loader"]).returncode != 0,
-    reason="needs the espeakng-loader wheel (the augment extra)")
-SOURCES = [pytest.param("program", marks=pytest.mark.skipif(shutil.which("espeak-ng") is None,
-                                                             reason="needs Debian's espeak-ng")),
-           pytest.param("library", marks=needs_wheel)]
-
-@needs_espeak
-def test_speak_writes_16k_mono_speech(tmp_path):
-    path = synthetic.speak("seven bright stars", tmp_path / "s.flac", voice="en-us")
-    frames, rate, channels = audio_info(path)
-    assert (rate, channels) == (16000, 1) and 0.5 * rate < frames < 3 * rate
-    audio, _ = read_audio(path)
-    assert np.abs(audio).max() > 0.05
+# the augment extra installs the wheel where it exists (setup.cfg's marker): nothing else may skip these tests
+needs_wheel = pytest.mark.skipif(not (sys.platform == "linux" and platform.machine() == "x86_64"),
+                                 reason="the espeakng-loader wheel is for Linux x86-64 only")
 
 
-@needs_espeak
-def test_speak_voices_differ(tmp_path):
-    a, _ = read_audio(synthetic.speak("hello there", tmp_path / "a.wav", voice="en+f3", pitch=80))
-    b, _ = read_audio(synthetic.speak("hello there", tmp_path / "b.wav", voice="en+m3", pitch=20))
-    assert len(a) != len(b) or not np.allclose(a, b)
-
-
-@pytest.mark.parametrize("source", SOURCES)
-def test_both_sources_speak_every_voice_of_the_corpora(monkeypatch, source):
+def assert_speaks_every_voice_of_the_corpora(monkeypatch, source: str) -> None:
     monkeypatch.setenv("ESPEAK_SOURCE", source)
     assert espeak_source() == source
     lengths = set()
@@ -51,6 +32,16 @@ def test_both_sources_speak_every_voice_of_the_corpora(monkeypatch, source):
     slow, _ = synthesize("seven bright stars shine", "en-us", 80, 50)
     fast, _ = synthesize("seven bright stars shine", "en-us", 240, 50)
     assert len(slow) > 1.5 * len(fast)
+
+
+@needs_espeak_program
+def test_the_program_speaks_every_voice(monkeypatch):
+    assert_speaks_every_voice_of_the_corpora(monkeypatch, "program")
+
+
+@needs_wheel
+def test_the_wheel_speaks_every_voice(monkeypatch):
+    assert_speaks_every_voice_of_the_corpora(monkeypatch, "library")
 
 
 @needs_wheel
