@@ -34,9 +34,11 @@ import pytest
 import torch
 import torchaudio
 
+from superb_reads import assert_reads, needs_strace, traced
 from superb_runs import run_ok, runner_env, summary_status, sweep_command, tiny_student_checkpoint
 from system_packages import needs_sox_extension, skip_without_espeak
 
+from robustdistiller_upstream.s3prl_stack import sox_extension_error
 from robustdistiller_upstream.superb.prepare import CHARACTERS, PHONEMES
 
 pytestmark = [pytest.mark.superb_e2e, pytest.mark.timeout(2400)]
@@ -285,7 +287,7 @@ def text_sweep(tmp_path_factory):
     env["PR_LEXICON"] = str(lexicon)  # a LibriSpeech lexicon in s3prl's format instead of a checkout's
     command = sweep_command(data, exp, conditions, TEXT_TASKS, "--ckpt", str(ckpt), "--tag", "tiny_rd",
                             *GROUP_CONDITIONS, overrides=TEXT_OVERRIDES, upstream="robustdistiller_local")
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    result = subprocess.run(traced(command, exp), env=env, capture_output=True, text=True)
     assert (exp / "tiny_rd" / "summary.json").is_file(), result.stderr[-3000:]  # each test then names its failures
     return data, exp, env
 
@@ -406,7 +408,7 @@ def speaker_sweep(speaker_data, tmp_path_factory):
     command = sweep_command(speaker_data, exp, speaker_data / "conditions.yaml", SPEAKER_TASKS, "--ckpt", str(ckpt),
                             "--er-folds", "1,2", *GROUP_CONDITIONS, overrides=SPEAKER_OVERRIDES,
                             upstream="robustdistiller_local")
-    result = subprocess.run(command, env=runner_env(), capture_output=True, text=True)
+    result = subprocess.run(traced(command, exp), env=runner_env(), capture_output=True, text=True)
     results = {}
     for path in (exp / "tiny_rd").rglob("result.json"):
         row = json.loads(path.read_text())
@@ -537,7 +539,7 @@ def signal_sweep(signal_corpora, tmp_path_factory):
     ckpt = tiny_student_checkpoint(tmp_path_factory.mktemp("tiny_rd") / "student.ckpt")
     command = sweep_command(data, exp, conditions, "SE,SS,QbE", "--ckpt", str(ckpt), "--tag", "tiny_rd",
                             *GROUP_CONDITIONS, overrides=SIGNAL_OVERRIDES, upstream="robustdistiller_local")
-    result = subprocess.run(command, env=runner_env(), capture_output=True, text=True)
+    result = subprocess.run(traced(command, exp), env=runner_env(), capture_output=True, text=True)
     return data, exp, result
 
 
@@ -702,3 +704,61 @@ def test_report_tables_and_plots_all_twelve_tasks(corpora, exp_root, text_sweep,
         assert f"| {task} " in table, task
         assert (out / f"snr_{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", task
     assert (out / "reverb.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- what each evaluation reads: the sweeps above ran under strace (superb_reads) ----------------------------------
+
+NOISY = "white_snr5"
+# task -> (fixture of its traced sweep, tag, run label)
+READS = {"KS": ("ks_ic_reads", "fbank_no_cmvn", "KS"), "IC": ("ks_ic_reads", "fbank_no_cmvn", "IC"),
+         **{task: ("text_sweep", "tiny_rd", task) for task in ("PR", "ASR", "SF")},
+         **{task: ("speaker_sweep", "tiny_rd", task) for task in ("SID", "ASV", "SD")},
+         "ER": ("speaker_sweep", "tiny_rd", "ER/fold1"),
+         **{task: ("signal_sweep", "tiny_rd", task) for task in ("SE", "SS", "QbE")}}
+SOX_TASKS = ("KS", "ASV", "QbE")  # read through torchaudio.sox_effects: the stock stack, with libsox-dev, only
+RUNS_KS = STOCK and sox_extension_error() is None
+
+
+@pytest.fixture(scope="module")
+def ks_ic_reads(corpora, tmp_path_factory) -> Path:
+    """Results root of a short ``fbank_no_cmvn`` sweep over KS and IC (IC alone where KS cannot run) under strace:
+    trained, then evaluated on the clean test set and under white noise."""
+    data, conditions = corpora
+    exp = tmp_path_factory.mktemp("superb_reads")
+    command = _sweep(data, exp, conditions, "KS,IC" if RUNS_KS else "IC", "--only-conditions", f"clean,{NOISY}",
+                     overrides=SHORT_OVERRIDES)
+    result = subprocess.run(traced(command, exp), env=runner_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return exp
+
+
+def _build_noisy_copy(data: Path, exp: Path, task: str, label: str) -> None:
+    """The ``NOISY`` copy of ``label``'s test data, made by the sweep's own code (no runner): the clean-only
+    evaluations of the current stack are checked against the files it names."""
+    from robustdistiller_upstream.superb.sweep import Sweep, SweepConfig
+
+    cfg = SweepConfig(upstream="fbank_no_cmvn", tasks=task, conditions=str(data / "conditions.yaml"),
+                      only_conditions=[NOISY], data_root=str(data), exp_root=str(exp), tag="reads", er_folds=[1])
+    sweep = Sweep(cfg)
+    plan = next(plan for plan in sweep.plans if plan.label == label)
+    sweep.condition_copy(plan, sweep.conditions[0])
+
+
+@needs_strace
+@pytest.mark.parametrize("task", list(READS))
+def test_each_evaluation_reads_what_it_names(task, request, monkeypatch):
+    """strace of the runner: the noisy evaluation opened every contaminated file of its condition copy and none of
+    the clean test files, the clean one every clean test file and no contaminated file (issue 25). The current
+    stack's group sweeps evaluate the clean test sets only: there the clean evaluation is checked."""
+    fixture, tag, label = READS[task]
+    if task in SOX_TASKS and not RUNS_KS:
+        pytest.skip("read through torchaudio.sox_effects: the stock stack with libsox-dev only")
+    value = request.getfixturevalue(fixture)
+    exp = value if fixture == "ks_ic_reads" else value[0] if fixture == "speaker_sweep" else value[1]
+    evaluated = ("clean", NOISY) if fixture == "ks_ic_reads" else EVALUATED
+    if NOISY not in evaluated:
+        data = request.getfixturevalue("speaker_data") if fixture == "speaker_sweep" else value[0]
+        if fixture == "text_sweep":
+            monkeypatch.setenv("PR_LEXICON", value[2]["PR_LEXICON"])
+        _build_noisy_copy(data, exp, task, label)
+    assert_reads(exp, tag, label, NOISY, evaluated)

@@ -1,0 +1,83 @@
+"""What each SUPERB evaluation read: the sweep run under ``strace``, the audio files each evaluate runner opened.
+
+Audio is opened in C (libsndfile, torchaudio's sox, the ``sox`` program of a ``wav.scp`` pipe), out of sight of
+Python's audit hooks; ``strace -f -y`` sees every ``open``/``openat`` of the sweep's process tree with the opened
+file's real path. A runner is told apart by its ``execve`` (``superb.launch -m evaluate``, its ``args.expdir``
+override naming the run folder), and owns every process and thread it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+STRACE = ["strace", "-f", "-qq", "-y", "--seccomp-bpf", "-e", "signal=none", "-e", "status=successful",
+          "-e", "trace=openat,open,execve,clone,clone3,fork,vfork", "-s", "8192"]
+AUDIO = (".wav", ".flac")
+needs_strace = pytest.mark.skipif(shutil.which("strace") is None,
+                                  reason="needs Debian's strace (apt-get install strace): the read proofs trace "
+                                         "the evaluate runners' opens")
+
+_CHILD = re.compile(r"^(clone3?|v?fork)\(.*\) = (\d+)$")
+_EVALUATE = re.compile(r'^execve\(.*"robustdistiller_upstream\.superb\.launch", "-m", "evaluate".*args\.expdir=([^",]+)')
+_OPENED = re.compile(r"^open(?:at)?\(.*\) = \d+<(.*)>$")
+
+
+TRACE = "strace.txt"  # in the sweep's results root
+
+
+def traced(command: list[str], exp: Path) -> list[str]:
+    """``command`` (a sweep writing under ``exp``) under strace where it is installed, its trace in ``exp/TRACE``."""
+    return [*STRACE, "-o", str(exp / TRACE), *command] if shutil.which("strace") else command
+
+
+def evaluation_reads(trace: Path) -> dict[Path, set[Path]]:
+    """``{run folder: real paths of the audio files its evaluate runner (and the processes it started) opened}``."""
+    parent: dict[str, str] = {}
+    runner: dict[str, Path] = {}
+    opened: list[tuple[str, Path]] = []
+    for line in trace.read_text(errors="replace").splitlines():
+        pid, _, call = line.partition(" ")
+        call = call.strip()
+        if match := _CHILD.match(call):
+            parent[match.group(2)] = pid
+        elif match := _EVALUATE.match(call):
+            runner[pid] = Path(match.group(1))
+        elif (match := _OPENED.match(call)) and match.group(1).endswith(AUDIO):
+            opened.append((pid, Path(match.group(1))))
+    reads: dict[Path, set[Path]] = defaultdict(set)
+    for pid, path in opened:
+        while pid in parent and pid not in runner:
+            pid = parent[pid]
+        if pid in runner:
+            reads[runner[pid]].add(path)
+    return reads
+
+
+def copy_files(cond_root: Path, label: str, condition: str) -> tuple[set[Path], set[Path]]:
+    """(contaminated files, their clean originals) of the condition copy ``<cond_root>/<label>/<condition>/``,
+    from the manifest ``robustdistiller contaminate`` wrote (real paths)."""
+    out = cond_root / label / condition / "out"
+    rows = [json.loads(line) for line in (out / ".robustdistiller" / "manifest.jsonl").read_text().splitlines()]
+    assert rows, f"{out}: empty condition copy"
+    return {(out / r["path"]).resolve() for r in rows}, {Path(r["source"]).resolve() for r in rows}
+
+
+def assert_reads(exp: Path, tag: str, label: str, noisy: str, evaluated: tuple[str, ...]) -> None:
+    """In the traced sweep of ``exp`` (results ``exp/<tag>/``, copies ``exp/_conditions/``): the ``clean``
+    evaluation of ``label`` opened every clean test file of the ``noisy`` condition copy and none of its
+    contaminated files; the ``noisy`` one, where ``evaluated``, every contaminated file and none of the clean
+    test files."""
+    reads = evaluation_reads(exp / TRACE)
+    contaminated, originals = copy_files(exp / "_conditions", label, noisy)
+    for condition in evaluated:
+        opened = reads[exp / tag / label / condition]
+        wanted, unwanted = (originals, contaminated) if condition == "clean" else (contaminated, originals)
+        assert opened, f"{label}/{condition}: its evaluation opened no audio (traced: {sorted(reads)})"
+        assert not opened & unwanted, f"{label}/{condition} opened {sorted(opened & unwanted)[:3]}"
+        assert wanted <= opened, f"{label}/{condition} did not open {sorted(wanted - opened)[:3]}"
