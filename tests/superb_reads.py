@@ -68,13 +68,14 @@ def copy_files(cond_root: Path, label: str, condition: str) -> tuple[set[Path], 
     return {(out / r["path"]).resolve() for r in rows}, {Path(r["source"]).resolve() for r in rows}
 
 
-def assert_reads(exp: Path, tag: str, label: str, noisy: str, evaluated: tuple[str, ...]) -> None:
-    """In the traced sweep of ``exp`` (results ``exp/<tag>/``, copies ``exp/_conditions/``): the ``clean``
-    evaluation of ``label`` opened every clean test file of the ``noisy`` condition copy and none of its
-    contaminated files; the ``noisy`` one, where ``evaluated``, every contaminated file and none of the clean
-    test files."""
+def assert_reads(exp: Path, tag: str, label: str, noisy: str, evaluated: tuple[str, ...],
+                 cond_root: Path | None = None) -> None:
+    """In the traced sweep of ``exp`` (results ``exp/<tag>/``, copies in ``cond_root``, by default
+    ``exp/_conditions/``): the ``clean`` evaluation of ``label``, where ``evaluated``, opened every clean test file
+    of the ``noisy`` condition copy and none of its contaminated files; the ``noisy`` one every contaminated file
+    and none of the clean test files."""
     reads = evaluation_reads(exp / TRACE)
-    contaminated, originals = copy_files(exp / "_conditions", label, noisy)
+    contaminated, originals = copy_files(cond_root or exp / "_conditions", label, noisy)
     for condition in evaluated:
         opened = reads[exp / tag / label / condition]
         wanted, unwanted = (originals, contaminated) if condition == "clean" else (contaminated, originals)

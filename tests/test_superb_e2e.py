@@ -22,6 +22,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ import pytest
 import torch
 import torchaudio
 
-from superb_reads import assert_reads, needs_strace, traced
+from superb_reads import assert_reads, copy_files, needs_strace, traced
 from superb_runs import run_ok, runner_env, summary_status, sweep_command, tiny_student_checkpoint
 from system_packages import needs_sox_extension, skip_without_espeak
 
@@ -762,3 +763,95 @@ def test_each_evaluation_reads_what_it_names(task, request, monkeypatch):
             monkeypatch.setenv("PR_LEXICON", value[2]["PR_LEXICON"])
         _build_noisy_copy(data, exp, task, label)
     assert_reads(exp, tag, label, NOISY, evaluated)
+
+
+def _evaluate_again(trained: Path, exp: Path, label: str) -> str:
+    """``exp`` holds ``label``'s finished training of the ``tiny_rd`` sweep under ``trained`` (its ``done.json``):
+    a sweep there evaluates that checkpoint only. Returns the student checkpoint the sweep was run with."""
+    done = trained / "tiny_rd" / label / "train" / "done.json"
+    (exp / "tiny_rd" / label / "train").mkdir(parents=True)
+    shutil.copy(done, exp / "tiny_rd" / label / "train" / "done.json")
+    return json.loads(done.read_text())["ckpt"]
+
+
+@needs_strace
+@pytest.mark.one_stack  # the sweep's code, the same on both stacks
+def test_overrides_reach_the_evaluations_of_a_trained_checkpoint(text_sweep, tmp_path):
+    """``-o SF:...corpus.test=[valid]`` on a sweep that evaluates SF's trained checkpoint: the runner, which reads
+    the config inside the checkpoint, is given the override again, so the evaluations read the valid split, and
+    its condition copy is of that split."""
+    data, trained, env = text_sweep
+    exp = tmp_path / "exp"
+    ckpt = _evaluate_again(trained, exp, "SF")
+    command = sweep_command(data, exp, data / "conditions.yaml", "SF", "--ckpt", ckpt, "--tag", "tiny_rd",
+                            "--only-conditions", f"clean,{NOISY}", upstream="robustdistiller_local",
+                            overrides=[*TEXT_OVERRIDES, "SF:downstream_expert.corpus.test=[valid]"])
+    result = subprocess.run(traced(command, exp), env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p.parent.name for p in copy_files(exp / "_conditions", "SF", NOISY)[1]} == {"valid"}
+    assert_reads(exp, "tiny_rd", "SF", NOISY, ("clean", NOISY))
+
+
+@pytest.mark.one_stack
+def test_an_evaluation_is_refused_when_its_checkpoint_was_trained_on_another_test_set(speaker_sweep, speaker_data,
+                                                                                      tmp_path):
+    """SID trained with one ``iden_split.txt``; a sweep whose config names another (``SID_SPLIT``) would contaminate
+    the test files that list names, while the runner reads the trained config's: refused, naming the key, before
+    any runner starts."""
+    trained = speaker_sweep[0]
+    exp = tmp_path / "exp"
+    ckpt = _evaluate_again(trained, exp, "SID")
+    split = tmp_path / "iden_split.txt"
+    shutil.copy(speaker_data / "VoxCeleb1" / "iden_split.txt", split)
+    command = sweep_command(speaker_data, exp, speaker_data / "conditions.yaml", "SID", "--ckpt", ckpt, "--tag",
+                            "tiny_rd", "--cond-root", str(trained / "_conditions"), "--only-conditions", NOISY,
+                            upstream="robustdistiller_local", overrides=SPEAKER_OVERRIDES)
+    result = subprocess.run(command, env=dict(runner_env(), SID_SPLIT=str(split)), capture_output=True, text=True)
+    assert result.returncode == 1
+    reason = json.loads((exp / "tiny_rd" / "summary.json").read_text())["runs"][-1]["reason"]
+    assert "downstream_expert.datarc.meta_data" in reason and str(split) in reason, reason
+    assert not (exp / "tiny_rd" / "SID" / NOISY / "run.log").exists()
+
+
+@needs_strace
+@pytest.mark.one_stack
+def test_a_retried_sid_evaluation_does_not_reuse_another_roots_file_lists(speaker_sweep, speaker_data, tmp_path):
+    """SID's expert caches its file lists (absolute paths) in ``<run>/.sid_cache/`` by split only: a noisy
+    evaluation retried where the clean evaluation's lists lie still reads its own condition copy."""
+    trained = speaker_sweep[0]
+    exp = tmp_path / "exp"
+    ckpt = _evaluate_again(trained, exp, "SID")
+    stale = exp / "tiny_rd" / "SID" / NOISY / ".sid_cache"
+    shutil.copytree(trained / "tiny_rd" / "SID" / "clean" / ".sid_cache", stale)
+    assert (stale / "test.pkl").is_file()
+    command = sweep_command(speaker_data, exp, speaker_data / "conditions.yaml", "SID", "--ckpt", ckpt, "--tag",
+                            "tiny_rd", "--cond-root", str(trained / "_conditions"), "--only-conditions", NOISY,
+                            upstream="robustdistiller_local", overrides=SPEAKER_OVERRIDES)
+    result = subprocess.run(traced(command, exp), env=runner_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_reads(exp, "tiny_rd", "SID", NOISY, (NOISY,), trained / "_conditions")
+
+
+@pytest.mark.stock_only  # quesst14_dtw/dataset.py imports torchaudio.sox_effects
+@needs_sox_extension
+def test_qbe_reads_mtwv_from_score_out(signal_corpora, tmp_path):
+    """MediaEval's scorer writes ``score.out`` (what s3prl's QbE scoring reads) and need not print: a QUESST copy
+    whose scorer prints nothing is scored from that file."""
+    data = signal_corpora
+    root = tmp_path / "quesst14Database"
+    (root / "scoring").mkdir(parents=True)
+    for entry in (data / "quesst14Database").iterdir():
+        if entry.name != "scoring":
+            (root / entry.name).symlink_to(entry)
+    for entry in (data / "quesst14Database" / "scoring").iterdir():
+        if entry.name != "score-TWV-Cnxe.sh":
+            (root / "scoring" / entry.name).symlink_to(entry)
+    (root / "scoring" / "score-TWV-Cnxe.sh").write_text(
+        f'exec {sys.executable} -m robustdistiller_upstream.superb.twv "$@" > /dev/null\n')
+    exp = tmp_path / "exp"
+    run_ok(sweep_command(data, exp, data / "conditions.yaml", "QbE", "--only-conditions", "clean",
+                         overrides=SIGNAL_OVERRIDES), dict(runner_env(), QUESST14_ROOT=str(root)))
+    run = exp / "fbank_no_cmvn" / "QbE" / "clean"
+    assert "maxTWV" not in (run / "run.log").read_text()
+    mtwv = float((run / "score.out").read_text().split("maxTWV:")[1].split()[0])
+    assert json.loads((run / "result.json").read_text())["metrics"]["MTWV"] == pytest.approx(mtwv)
