@@ -14,14 +14,9 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
-
 STRACE = ["strace", "-f", "-qq", "-y", "--seccomp-bpf", "-e", "signal=none", "-e", "status=successful",
           "-e", "trace=openat,open,execve,clone,clone3,fork,vfork", "-s", "8192"]
 AUDIO = (".wav", ".flac")
-needs_strace = pytest.mark.skipif(shutil.which("strace") is None,
-                                  reason="needs Debian's strace (apt-get install strace): the read proofs trace "
-                                         "the evaluate runners' opens")
 
 _CHILD = re.compile(r"^(clone3?|v?fork)\(.*\) = (\d+)$")
 _EVALUATE = re.compile(r'^execve\(.*"robustdistiller_upstream\.superb\.launch", "-m", "evaluate".*args\.expdir=([^",]+)')

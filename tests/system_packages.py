@@ -24,6 +24,9 @@ SOX_EXTENSION = _install(SOX_PACKAGE, "s3prl's KS, QbE and ASV datasets read aud
                                       "extension, which opens the unversioned libsox.so")
 
 
+STRACE = _install("strace", "the SUPERB read proofs trace which audio files each evaluation opens")
+
+
 def skip_without_espeak() -> None:
     """Skips the calling test or fixture where espeak-ng is missing."""
     if not have_espeak():
@@ -33,3 +36,4 @@ def skip_without_espeak() -> None:
 needs_espeak = pytest.mark.skipif(not have_espeak(), reason=ESPEAK)
 needs_sox_program = pytest.mark.skipif(shutil.which("sox") is None, reason=SOX_PROGRAM)
 needs_sox_extension = pytest.mark.skipif(sox_extension_error() is not None, reason=SOX_EXTENSION)
+needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason=STRACE)

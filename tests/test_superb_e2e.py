@@ -35,9 +35,9 @@ import pytest
 import torch
 import torchaudio
 
-from superb_reads import assert_reads, copy_files, needs_strace, traced
+from superb_reads import assert_reads, copy_files, traced
 from superb_runs import run_ok, runner_env, summary_status, sweep_command, tiny_student_checkpoint
-from system_packages import needs_sox_extension, skip_without_espeak
+from system_packages import needs_sox_extension, needs_strace, skip_without_espeak
 
 from robustdistiller_upstream.s3prl_stack import sox_extension_error
 from robustdistiller_upstream.superb.prepare import CHARACTERS, PHONEMES
