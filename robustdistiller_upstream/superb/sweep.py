@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 DONE = "done.json"
 RUN_LOG = "run.log"
-SCORE = "score.out"  # QbE's scorer output
+SCORE = "score.out"  # what QbE's scorer writes
 SID_CACHE = ".sid_cache"
 _LAUNCH = [sys.executable, "-m", "robustdistiller_upstream.superb.launch"]
 
@@ -396,12 +396,8 @@ class Sweep:
         if not plan.spec.trains:
             self._write_config(plan, run, root)
         (run.expdir / RUN_LOG).unlink(missing_ok=True)  # parse this attempt's output only
-        (run.expdir / SCORE).unlink(missing_ok=True)
         self._run_runner(self.evaluate_command(plan, run, root, gpu, checkpoint), run, gpu, plan.spec.downstream)
-        if plan.spec.name == "QbE":
-            self._score_qbe(clean_root, run)
-        # QbE: the scorer writes score.out (what s3prl's QbE scoring reads), and may print nothing
-        output = run.expdir / SCORE if (run.expdir / SCORE).is_file() else run.expdir / RUN_LOG
+        output = self._score_qbe(clean_root, run) if plan.spec.name == "QbE" else run.expdir / RUN_LOG
         metrics = parse_metrics(plan.spec, output.read_text(errors="replace"))
         if plan.spec.metric.name not in metrics:
             raise RuntimeError(f"no {plan.spec.metric.name} in {output}")
@@ -413,16 +409,19 @@ class Sweep:
             "checkpoint": str(checkpoint or ""),
             "log": str(run.expdir / RUN_LOG)})
 
-    def _score_qbe(self, clean_root: Path, run: Run) -> None:
+    def _score_qbe(self, clean_root: Path, run: Run) -> Path:
         """QUESST 2014's NIST scorer (in the dataset's ``scoring/``) turns the runner's
-        ``benchmark.stdlist.xml`` into MTWV, written to ``score.out`` in the run folder; its output goes to
-        run.log."""
+        ``benchmark.stdlist.xml`` into MTWV; its output goes to run.log. Returns the file to read MTWV from:
+        ``score.out``, which the scorer writes in the run folder (and s3prl's QbE scoring reads), else run.log."""
         script = clean_root / "scoring" / "score-TWV-Cnxe.sh"
         if not script.is_file():
             raise RuntimeError(f"QbE scoring script {script} not found (QUESST 2014 ships it)")
+        score = run.expdir / SCORE
+        score.unlink(missing_ok=True)  # this attempt's only
         with open(run.expdir / RUN_LOG, "a") as out:
             subprocess.run(["bash", str(script), str(run.expdir), "groundtruth_quesst14_eval", "-10"],
                            cwd=script.parent, stdout=out, stderr=subprocess.STDOUT, check=True)
+        return score if score.is_file() else run.expdir / RUN_LOG
 
     def attempt(self, plan: TaskPlan, run: Run, gpu: Optional[str]) -> None:
         """Runs one step of the sweep (what a cluster job runs, ``superb.cluster.SweepStep``); its failure is
