@@ -117,15 +117,6 @@ def default_tag(cfg: SweepConfig) -> str:
     return Path(cfg.ckpt).resolve().parent.name if cfg.ckpt and "://" not in cfg.ckpt else cfg.upstream
 
 
-def _get_or(config: Any, dotted: str) -> Any:
-    """``config``'s value at ``dotted``, ``None`` where it is missing."""
-    for name in dotted.split("."):
-        if not isinstance(config, dict) or name not in config:
-            return None
-        config = config[name]
-    return config
-
-
 def _check_override_value(value: str, what: str) -> str:
     # s3prl's -o splits on ",," and "=" and eval()s values
     if "=" in value or ",," in value:
@@ -379,7 +370,7 @@ class Sweep:
         expert = ours if checkpoint is None else self._trained_expert(plan, checkpoint)
         parts, keys = read_test_parts(plan.spec, expert, clean_root)
         for key in keys:
-            trained, here = (_get_or(expert, key), _get_or(ours, key))
+            trained, here = get_key(expert, key, "", None), get_key(ours, key, "", None)
             if trained != here:
                 raise ConfigError(f"{plan.label}: {checkpoint} was trained with downstream_expert.{key} = {trained!r}, "
                                   f"this sweep's config has {here!r}: its test set would be another one; pass "

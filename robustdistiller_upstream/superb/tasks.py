@@ -22,11 +22,17 @@ from robustdistiller_upstream.superb.prepare import prepare_asr, prepare_asv, pr
 _NUMBER = r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)"
 
 
-def get_key(config: Mapping[str, Any], dotted: str, where: str) -> Any:
-    """``config["a"]["b"]`` for ``"a.b"``; a missing key is a ``ConfigError`` naming ``where``."""
+_REQUIRED = object()
+
+
+def get_key(config: Mapping[str, Any], dotted: str, where: str, default: Any = _REQUIRED) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"``; a missing key is ``default``, without one a ``ConfigError`` naming
+    ``where``."""
     node: Any = config
     for name in dotted.split("."):
         if not isinstance(node, Mapping) or name not in node:
+            if default is not _REQUIRED:
+                return default
             raise ConfigError(f"{where}: key {dotted!r} missing")
         node = node[name]
     return node
