@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections import defaultdict
 from pathlib import Path
+
+from system_packages import strace_works
 
 STRACE = ["strace", "-f", "-qq", "-y", "--seccomp-bpf", "-e", "signal=none", "-e", "status=successful",
           "-e", "trace=openat,open,execve,clone,clone3,fork,vfork", "-s", "8192"]
@@ -27,8 +28,8 @@ TRACE = "strace.txt"  # in the sweep's results root
 
 
 def traced(command: list[str], exp: Path) -> list[str]:
-    """``command`` (a sweep writing under ``exp``) under strace where it is installed, its trace in ``exp/TRACE``."""
-    return [*STRACE, "-o", str(exp / TRACE), *command] if shutil.which("strace") else command
+    """``command`` (a sweep writing under ``exp``) under strace where it works, its trace in ``exp/TRACE``."""
+    return [*STRACE, "-o", str(exp / TRACE), *command] if strace_works() else command
 
 
 def evaluation_reads(trace: Path) -> dict[Path, set[Path]]:
