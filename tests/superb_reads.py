@@ -67,12 +67,13 @@ def copy_files(cond_root: Path, label: str, condition: str) -> tuple[set[Path], 
 def assert_reads(exp: Path, tag: str, label: str, noisy: str, evaluated: tuple[str, ...],
                  cond_root: Path | None = None) -> None:
     """In the traced sweep of ``exp`` (results ``exp/<tag>/``, copies in ``cond_root``, by default
-    ``exp/_conditions/``): the ``clean`` evaluation of ``label``, where ``evaluated``, opened every clean test file
-    of the ``noisy`` condition copy and none of its contaminated files; the ``noisy`` one every contaminated file
-    and none of the clean test files."""
+    ``exp/_conditions/``), each of the ``evaluated`` conditions of ``label``: a contaminated one opened every
+    contaminated file of its condition copy and none of their clean originals; ``clean`` opened every clean test
+    file of the ``noisy`` copy and none of its contaminated files."""
     reads = evaluation_reads(exp / TRACE)
-    contaminated, originals = copy_files(cond_root or exp / "_conditions", label, noisy)
+    cond_root = cond_root or exp / "_conditions"
     for condition in evaluated:
+        contaminated, originals = copy_files(cond_root, label, noisy if condition == "clean" else condition)
         opened = reads[exp / tag / label / condition]
         wanted, unwanted = (originals, contaminated) if condition == "clean" else (contaminated, originals)
         assert opened, f"{label}/{condition}: its evaluation opened no audio (traced: {sorted(reads)})"
