@@ -2,8 +2,8 @@
 
 Audio is opened in C (libsndfile, torchaudio's sox, the ``sox`` program of a ``wav.scp`` pipe), out of sight of
 Python's audit hooks; ``strace -f -y`` sees every ``open``/``openat`` of the sweep's process tree with the opened
-file's real path. A runner is told apart by its ``execve`` (``superb.launch -m evaluate``, its ``args.expdir``
-override naming the run folder), and owns every process and thread it starts.
+file's real path. A runner is told apart by its ``execve`` (``superb.launch -m evaluate``, the run folder named by its
+``args.expdir`` override or ``-p``), and owns every process and thread it starts.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ STRACE = ["strace", "-f", "-qq", "-y", "--seccomp-bpf", "-e", "signal=none", "-e
 AUDIO = (".wav", ".flac")
 
 _CHILD = re.compile(r"^(clone3?|v?fork)\(.*\) = (\d+)$")
-_EVALUATE = re.compile(r'^execve\(.*"robustdistiller_upstream\.superb\.launch", "-m", "evaluate".*args\.expdir=([^",]+)')
+# the run folder: the args.expdir override of an evaluation of a checkpoint, else -p (QbE)
+_EVALUATE = re.compile(r'^execve\(.*"robustdistiller_upstream\.superb\.launch", "-m", "evaluate"'
+                       r'.*(?:args\.expdir=([^",]+)|"-p", "([^"]+)")')
 _OPENED = re.compile(r"^open(?:at)?\(.*\) = \d+<(.*)>$")
 
 
@@ -43,7 +45,7 @@ def evaluation_reads(trace: Path) -> dict[Path, set[Path]]:
         if match := _CHILD.match(call):
             parent[match.group(2)] = pid
         elif match := _EVALUATE.match(call):
-            runner[pid] = Path(match.group(1))
+            runner[pid] = Path(match.group(1) or match.group(2))
         elif (match := _OPENED.match(call)) and match.group(1).endswith(AUDIO):
             opened.append((pid, Path(match.group(1))))
     reads: dict[Path, set[Path]] = defaultdict(set)
