@@ -123,9 +123,10 @@ def build_condition(
         if ready.is_file():
             built = json.loads(ready.read_text())
             if built != identity:
-                raise ConfigError(f"{folder}: built for {built['spec']!r} seed {built['seed']} from {built['src']}, "
-                                  f"not {condition.spec!r} seed {condition.seed} from {clean_root}; remove it or "
-                                  f"rename the condition")
+                other = (f"{built['spec']!r} seed {built['seed']} from {built['src']}, not {condition.spec!r} seed "
+                         f"{condition.seed} from {clean_root}" if built.get("parts") == parts else
+                         f"{len(built.get('parts') or [])} other test parts, not these {len(parts)}")
+                raise ConfigError(f"{folder}: built for {other}; remove it or rename the condition")
             _check_inside(root, folder / "out", parts)
             return root
         if whole:
