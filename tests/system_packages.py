@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import subprocess
 from typing import Any, Callable, Optional, TypeVar
 
 import pytest
@@ -45,6 +46,16 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
+STRACE = _install("strace", "the SUPERB read proofs trace which audio files each evaluation opens")
+
+
+@functools.cache
+def strace_works() -> bool:
+    """strace is installed and may trace here (a container may forbid ptrace)."""
+    return shutil.which("strace") is not None and subprocess.run(
+        ["strace", "-f", "-qq", "--seccomp-bpf", "-o", os.devnull, "true"], capture_output=True).returncode == 0
+
+
 def skip_without_espeak() -> None:
     """Skips the calling test or fixture where espeak-ng is missing (fails it where ``required()``)."""
     if not have_espeak():
@@ -77,3 +88,4 @@ needs_espeak_program = _needs(None if shutil.which("espeak-ng") else _install("e
 # where torchaudio has no sox_effects at all (the current stack) the stack, not a package, is missing: a plain skip
 needs_sox_extension = (_needs(SOX_EXTENSION if sox_extension_error() else None) if hasattr(torchaudio, "sox_effects")
                        else pytest.mark.skipif(True, reason=SOX_EXTENSION))
+needs_strace = _needs(None if strace_works() else f"{STRACE} (installed: ptrace must be allowed)")

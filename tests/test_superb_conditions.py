@@ -64,3 +64,18 @@ def test_clean_condition_is_the_original_folder(tmp_path):
     assert build_condition("SD", Condition("clean", "clean", 0), tmp_path, ["."], tmp_path / "c", tmp_path / "x.yaml",
                            {}) == tmp_path
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("part", ["./noisy", "noisy/"])
+def test_a_part_not_in_normal_form_is_refused_not_left_clean(tmp_path, part):
+    """A part written ``./noisy`` or ``noisy/`` is contaminated into ``out/``, but the evaluated root is matched by
+    name: it would link the clean original. The copy is refused, naming the part (issue 25)."""
+    test_dir = tmp_path / "voicebank" / "test"
+    _scp_dir(test_dir / "noisy", tmp_path / "audio" / "noisy", 1, 0)
+    conditions = tmp_path / "conditions.yaml"
+    conditions.write_text(CONDITIONS)
+    with pytest.raises(ConfigError, match=rf"test part '{part}' resolves to {test_dir / 'noisy'}, outside the "
+                                          rf"condition copy"):
+        build_condition("SE", Condition("white_snr0", "noise:white:snr=0", 3), test_dir, [part], tmp_path / "conds",
+                        conditions, dict(os.environ))
+    assert not (tmp_path / "conds" / "SE" / "white_snr0" / "ready.json").exists()

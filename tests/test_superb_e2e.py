@@ -23,6 +23,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,9 +37,11 @@ import pytest
 import torch
 import torchaudio
 
+from superb_reads import assert_reads, copy_files, traced
 from superb_runs import run_ok, runner_env, summary_status, sweep_command, tiny_student_checkpoint
-from system_packages import needs_sox_extension, skip_without_espeak
+from system_packages import needs_sox_extension, needs_strace, skip_without_espeak
 
+from robustdistiller_upstream.s3prl_stack import sox_extension_error
 from robustdistiller_upstream.superb.prepare import CHARACTERS, PHONEMES
 
 pytestmark = [pytest.mark.superb_e2e, pytest.mark.timeout(2400)]
@@ -351,7 +354,7 @@ def text_sweep(tmp_path_factory):
     env["PR_LEXICON"] = str(lexicon)  # a LibriSpeech lexicon in s3prl's format instead of a checkout's
     command = sweep_command(data, exp, conditions, TEXT_TASKS, "--ckpt", str(ckpt), "--tag", "tiny_rd",
                             *GROUP_CONDITIONS, overrides=TEXT_OVERRIDES, upstream="robustdistiller_local")
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    result = subprocess.run(traced(command, exp), env=env, capture_output=True, text=True)
     assert (exp / "tiny_rd" / "summary.json").is_file(), result.stderr[-3000:]  # each test then names its failures
     return data, exp, env
 
@@ -476,7 +479,7 @@ def speaker_sweep(speaker_data, tmp_path_factory):
     command = sweep_command(speaker_data, exp, speaker_data / "conditions.yaml", SPEAKER_TASKS, "--ckpt", str(ckpt),
                             "--er-folds", "1,2", *GROUP_CONDITIONS, overrides=SPEAKER_OVERRIDES,
                             upstream="robustdistiller_local")
-    result = subprocess.run(command, env=runner_env(), capture_output=True, text=True)
+    result = subprocess.run(traced(command, exp), env=runner_env(), capture_output=True, text=True)
     results = {}
     for path in (exp / "tiny_rd").rglob("result.json"):
         row = json.loads(path.read_text())
@@ -609,7 +612,7 @@ def signal_sweep(signal_corpora, tmp_path_factory):
     ckpt = tiny_student_checkpoint(tmp_path_factory.mktemp("tiny_rd") / "student.ckpt")
     command = sweep_command(data, exp, conditions, "SE,SS,QbE", "--ckpt", str(ckpt), "--tag", "tiny_rd",
                             *GROUP_CONDITIONS, overrides=SIGNAL_OVERRIDES, upstream="robustdistiller_local")
-    result = subprocess.run(command, env=runner_env(), capture_output=True, text=True)
+    result = subprocess.run(traced(command, exp), env=runner_env(), capture_output=True, text=True)
     return data, exp, result
 
 
@@ -801,3 +804,153 @@ def test_report_tables_and_plots_all_twelve_tasks(corpora, exp_root, text_sweep,
         assert f"| {task} " in table, task
         assert (out / f"snr_{task}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", task
     assert (out / "reverb.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- what each evaluation reads: the sweeps above ran under strace (superb_reads) ----------------------------------
+
+NOISY = "white_snr5"
+# task -> (fixture of its traced sweep, tag, run label)
+READS = {"KS": ("ks_ic_reads", "fbank_no_cmvn", "KS"), "IC": ("ks_ic_reads", "fbank_no_cmvn", "IC"),
+         **{task: ("text_sweep", "tiny_rd", task) for task in ("PR", "ASR", "SF")},
+         **{task: ("speaker_sweep", "tiny_rd", task) for task in ("SID", "ASV", "SD")},
+         "ER": ("speaker_sweep", "tiny_rd", "ER/fold1"),
+         **{task: ("signal_sweep", "tiny_rd", task) for task in ("SE", "SS", "QbE")}}
+SOX_TASKS = ("KS", "ASV", "QbE")  # read through torchaudio.sox_effects: the stock stack, with libsox-dev, only
+RUNS_KS = STOCK and sox_extension_error() is None
+
+
+@pytest.fixture(scope="module")
+def ks_ic_reads(corpora, tmp_path_factory) -> Path:
+    """Results root of a short ``fbank_no_cmvn`` sweep over KS and IC (IC alone where KS cannot run) under strace:
+    trained, then evaluated on the clean test set and under white noise."""
+    data, conditions = corpora
+    exp = tmp_path_factory.mktemp("superb_reads")
+    command = _sweep(data, exp, conditions, "KS,IC" if RUNS_KS else "IC", "--only-conditions", f"clean,{NOISY}",
+                     overrides=SHORT_OVERRIDES)
+    result = subprocess.run(traced(command, exp), env=runner_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return exp
+
+
+def _build_noisy_copy(data: Path, exp: Path, task: str, label: str) -> None:
+    """The ``NOISY`` copy of ``label``'s test data, made by the sweep's own code (no runner): the clean-only
+    evaluations of the current stack are checked against the files it names."""
+    from robustdistiller_upstream.superb.sweep import Sweep, SweepConfig
+
+    cfg = SweepConfig(upstream="fbank_no_cmvn", tasks=task, conditions=str(data / "conditions.yaml"),
+                      only_conditions=[NOISY], data_root=str(data), exp_root=str(exp), tag="reads", er_folds=[1])
+    sweep = Sweep(cfg)
+    plan = next(plan for plan in sweep.plans if plan.label == label)
+    sweep.condition_copy(plan, sweep.conditions[0])
+
+
+@needs_strace
+@pytest.mark.parametrize("task", list(READS))
+def test_each_evaluation_reads_what_it_names(task, request, monkeypatch):
+    """strace of the runner: the noisy evaluation opened every contaminated file of its condition copy and none of
+    the clean test files, the clean one every clean test file and no contaminated file (issue 25). The current
+    stack's group sweeps evaluate the clean test sets only: there the clean evaluation is checked."""
+    fixture, tag, label = READS[task]
+    if task in SOX_TASKS and not RUNS_KS:
+        pytest.skip("read through torchaudio.sox_effects: the stock stack with libsox-dev only")
+    value = request.getfixturevalue(fixture)
+    exp = value if fixture == "ks_ic_reads" else value[0] if fixture == "speaker_sweep" else value[1]
+    evaluated = ("clean", NOISY) if fixture == "ks_ic_reads" else EVALUATED
+    if NOISY not in evaluated:
+        data = request.getfixturevalue("speaker_data") if fixture == "speaker_sweep" else value[0]
+        if fixture == "text_sweep":
+            monkeypatch.setenv("PR_LEXICON", value[2]["PR_LEXICON"])
+        _build_noisy_copy(data, exp, task, label)
+    assert_reads(exp, tag, label, NOISY, evaluated)
+
+
+def _evaluate_again(trained: Path, exp: Path, label: str) -> str:
+    """``exp`` holds ``label``'s finished training of the ``tiny_rd`` sweep under ``trained`` (its ``done.json``):
+    a sweep there evaluates that checkpoint only. Returns the student checkpoint the sweep was run with."""
+    done = trained / "tiny_rd" / label / "train" / "done.json"
+    (exp / "tiny_rd" / label / "train").mkdir(parents=True)
+    shutil.copy(done, exp / "tiny_rd" / label / "train" / "done.json")
+    return json.loads(done.read_text())["ckpt"]
+
+
+@needs_strace
+@pytest.mark.one_stack  # the sweep's code, the same on both stacks
+def test_overrides_reach_the_evaluations_of_a_trained_checkpoint(text_sweep, tmp_path):
+    """``-o SF:...corpus.test=[valid]`` on a sweep that evaluates SF's trained checkpoint: the runner, which reads
+    the config inside the checkpoint, is given the override again, so the evaluations read the valid split, and
+    its condition copy is of that split."""
+    data, trained, env = text_sweep
+    exp = tmp_path / "exp"
+    ckpt = _evaluate_again(trained, exp, "SF")
+    command = sweep_command(data, exp, data / "conditions.yaml", "SF", "--ckpt", ckpt, "--tag", "tiny_rd",
+                            "--only-conditions", f"clean,{NOISY}", upstream="robustdistiller_local",
+                            overrides=[*TEXT_OVERRIDES, "SF:downstream_expert.corpus.test=[valid]"])
+    result = subprocess.run(traced(command, exp), env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p.parent.name for p in copy_files(exp / "_conditions", "SF", NOISY)[1]} == {"valid"}
+    assert_reads(exp, "tiny_rd", "SF", NOISY, ("clean", NOISY))
+
+
+@pytest.mark.one_stack
+def test_an_evaluation_is_refused_when_its_checkpoint_was_trained_on_another_test_set(speaker_sweep, speaker_data,
+                                                                                      tmp_path):
+    """SID trained with one ``iden_split.txt``; a sweep whose config names another (``SID_SPLIT``) would contaminate
+    the test files that list names, while the runner reads the trained config's: refused, naming the key, before
+    any runner starts."""
+    trained = speaker_sweep[0]
+    exp = tmp_path / "exp"
+    ckpt = _evaluate_again(trained, exp, "SID")
+    split = tmp_path / "iden_split.txt"
+    shutil.copy(speaker_data / "VoxCeleb1" / "iden_split.txt", split)
+    command = sweep_command(speaker_data, exp, speaker_data / "conditions.yaml", "SID", "--ckpt", ckpt, "--tag",
+                            "tiny_rd", "--cond-root", str(trained / "_conditions"), "--only-conditions", NOISY,
+                            upstream="robustdistiller_local", overrides=SPEAKER_OVERRIDES)
+    result = subprocess.run(command, env=dict(runner_env(), SID_SPLIT=str(split)), capture_output=True, text=True)
+    assert result.returncode == 1
+    reason = json.loads((exp / "tiny_rd" / "summary.json").read_text())["runs"][-1]["reason"]
+    assert "downstream_expert.datarc.meta_data" in reason and str(split) in reason, reason
+    assert not (exp / "tiny_rd" / "SID" / NOISY / "run.log").exists()
+
+
+@needs_strace
+@pytest.mark.one_stack
+def test_a_retried_sid_evaluation_does_not_reuse_another_roots_file_lists(speaker_sweep, speaker_data, tmp_path):
+    """SID's expert caches its file lists (absolute paths) in ``<run>/.sid_cache/`` by split only: a noisy
+    evaluation retried where the clean evaluation's lists lie still reads its own condition copy."""
+    trained = speaker_sweep[0]
+    exp = tmp_path / "exp"
+    ckpt = _evaluate_again(trained, exp, "SID")
+    stale = exp / "tiny_rd" / "SID" / NOISY / ".sid_cache"
+    shutil.copytree(trained / "tiny_rd" / "SID" / "clean" / ".sid_cache", stale)
+    assert (stale / "test.pkl").is_file()
+    command = sweep_command(speaker_data, exp, speaker_data / "conditions.yaml", "SID", "--ckpt", ckpt, "--tag",
+                            "tiny_rd", "--cond-root", str(trained / "_conditions"), "--only-conditions", NOISY,
+                            upstream="robustdistiller_local", overrides=SPEAKER_OVERRIDES)
+    result = subprocess.run(traced(command, exp), env=runner_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_reads(exp, "tiny_rd", "SID", NOISY, (NOISY,), trained / "_conditions")
+
+
+@pytest.mark.stock_only  # quesst14_dtw/dataset.py imports torchaudio.sox_effects
+@needs_sox_extension
+def test_qbe_reads_mtwv_from_score_out(signal_corpora, tmp_path):
+    """MediaEval's scorer writes ``score.out`` (what s3prl's QbE scoring reads) and need not print: a QUESST copy
+    whose scorer prints nothing is scored from that file."""
+    data = signal_corpora
+    root = tmp_path / "quesst14Database"
+    (root / "scoring").mkdir(parents=True)
+    for entry in (data / "quesst14Database").iterdir():
+        if entry.name != "scoring":
+            (root / entry.name).symlink_to(entry)
+    for entry in (data / "quesst14Database" / "scoring").iterdir():
+        if entry.name != "score-TWV-Cnxe.sh":
+            (root / "scoring" / entry.name).symlink_to(entry)
+    (root / "scoring" / "score-TWV-Cnxe.sh").write_text(
+        f'exec {sys.executable} -m robustdistiller_upstream.superb.twv "$@" > /dev/null\n')
+    exp = tmp_path / "exp"
+    run_ok(sweep_command(data, exp, data / "conditions.yaml", "QbE", "--only-conditions", "clean",
+                         overrides=SIGNAL_OVERRIDES), dict(runner_env(), QUESST14_ROOT=str(root)))
+    run = exp / "fbank_no_cmvn" / "QbE" / "clean"
+    assert "maxTWV" not in (run / "run.log").read_text()
+    mtwv = float((run / "score.out").read_text().split("maxTWV:")[1].split()[0])
+    assert json.loads((run / "result.json").read_text())["metrics"]["MTWV"] == pytest.approx(mtwv)

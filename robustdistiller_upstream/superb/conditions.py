@@ -81,6 +81,19 @@ def _overlay(clean_root: Path, contaminated: Path, parts: set[str], dst: Path) -
                 (dst / entry_rel).symlink_to((clean_root / entry_rel).resolve())
 
 
+def _check_inside(root: Path, copy: Path, parts: list[str]) -> None:
+    """Every part of the evaluated ``root`` resolves inside the contaminated ``copy`` (a part not in normal form,
+    ``test-clean/`` or ``./x``, would otherwise be contaminated in ``out/`` while ``root`` links the clean
+    original)."""
+    inside = copy.resolve()
+    for part in parts:
+        target = (root / part).resolve()
+        if not target.is_relative_to(inside):
+            raise ConfigError(f"{root}: test part {part!r} resolves to {target}, outside the condition copy {inside}: "
+                              f"the evaluation would read clean audio; name the part in normal form (no trailing "
+                              f"'/', no './' or '..')")
+
+
 def build_condition(
     task: str,
     condition: EvalCondition,
@@ -94,7 +107,8 @@ def build_condition(
     """The folder to give the expert for ``condition`` (``clean_root`` itself for the clean condition).
 
     ``parts``: test files/folders relative to ``clean_root`` (``["."]``: all of it). Built once (cached by
-    ``ready.json``), resumed when interrupted, refused when the cached folder holds another spec or seed.
+    ``ready.json``), resumed when interrupted, refused when the cached folder holds another spec or seed, or when a
+    part of the returned folder does not resolve inside the contaminated copy.
     """
     if condition.is_clean:
         return clean_root
@@ -109,9 +123,11 @@ def build_condition(
         if ready.is_file():
             built = json.loads(ready.read_text())
             if built != identity:
-                raise ConfigError(f"{folder}: built for {built['spec']!r} seed {built['seed']} from {built['src']}, "
-                                  f"not {condition.spec!r} seed {condition.seed} from {clean_root}; remove it or "
-                                  f"rename the condition")
+                other = (f"{built['spec']!r} seed {built['seed']} from {built['src']}, not {condition.spec!r} seed "
+                         f"{condition.seed} from {clean_root}" if built.get("parts") == parts else
+                         f"{len(built.get('parts') or [])} other test parts, not these {len(parts)}")
+                raise ConfigError(f"{folder}: built for {other}; remove it or rename the condition")
+            _check_inside(root, folder / "out", parts)
             return root
         if whole:
             src = clean_root
@@ -133,5 +149,6 @@ def build_condition(
             if root.exists():
                 shutil.rmtree(root)
             _overlay(clean_root, folder / "out", set(parts), root)
+        _check_inside(root, folder / "out", parts)
         write_json_atomic(ready, identity)
     return root

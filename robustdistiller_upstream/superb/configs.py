@@ -88,7 +88,13 @@ def load_task_config(
     path = (directory or config_dir()) / task.config
     if not path.is_file():
         raise ConfigError(f"{path}: config of task {task.name} not found (set ${CONFIG_DIR_ENV} or reinstall)")
-    config = read_yaml(path)
+    config = merge(read_yaml(path), parse_overrides(task_overrides(task, overrides)))
+    return _fill(config, env, str(path))
+
+
+def task_overrides(task: TaskSpec, overrides: Sequence[str]) -> list[str]:
+    """The ``overrides`` that apply to ``task``: every ``"key=value"`` and its own ``"TASK:key=value"`` (prefix
+    dropped)."""
     mine = []
     for item in overrides:
         prefix, sep, rest = item.partition(":")
@@ -97,5 +103,14 @@ def load_task_config(
                 mine.append(rest)
         else:
             mine.append(item)
-    config = merge(config, parse_overrides(mine))
-    return _fill(config, env, str(path))
+    return mine
+
+
+def overridden_keys(task: TaskSpec, overrides: Sequence[str]) -> list[str]:
+    """The dotted keys (``downstream_expert.corpus.test``) that ``overrides`` set in ``task``'s config."""
+
+    def leaves(node: Mapping[str, Any], prefix: str) -> list[str]:
+        return [key for name, value in node.items()
+                for key in (leaves(value, f"{prefix}{name}.") if isinstance(value, dict) else [f"{prefix}{name}"])]
+
+    return leaves(parse_overrides(task_overrides(task, overrides)), "")

@@ -17,10 +17,12 @@ s3prl checkpoint (``-a``); a failure is recorded and the sweep goes on with the 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -35,15 +37,17 @@ from robustdistiller_upstream.files import write_json_atomic
 from robustdistiller_upstream.s3prl_stack import (SOX_PACKAGE, describe_stack, import_s3prl_hub, removed_torchaudio_calls,
                                                   sox_effects_users, sox_extension_error)
 from robustdistiller_upstream.superb.conditions import EvalCondition, build_condition
-from robustdistiller_upstream.superb.configs import config_dir, load_task_config
+from robustdistiller_upstream.superb.configs import config_dir, load_task_config, overridden_keys
 from robustdistiller_upstream.superb.prepare import ASV_LENGTHS
 from robustdistiller_upstream.superb.results import RESULT, parse_metrics
-from robustdistiller_upstream.superb.tasks import TaskSpec, get_key, resolve_tasks, set_key
+from robustdistiller_upstream.superb.tasks import TaskSpec, get_key, read_test_parts, resolve_tasks, set_key
 
 log = logging.getLogger(__name__)
 
 DONE = "done.json"
 RUN_LOG = "run.log"
+SCORE = "score.out"  # what QbE's scorer writes
+SID_CACHE = ".sid_cache"
 _LAUNCH = [sys.executable, "-m", "robustdistiller_upstream.superb.launch"]
 # the downstream checkpoint evaluated (``pick_checkpoint``): in done.json, result.json and summary.json rows
 CHECKPOINT_KEYS = ("checkpoint", "checkpoint_kind", "checkpoint_why")
@@ -312,16 +316,24 @@ class Sweep:
                          "-c", str(run.expdir / "superb_config.yaml"), "-p", str(run.expdir), "-a",
                          *self._device_args(gpu)]
 
+    def _overrides(self, plan: TaskPlan) -> dict[str, Any]:
+        """``{dotted key: value}`` that this sweep's ``-o`` set in the task's config (values as filled there)."""
+        return {key: get_key(plan.config, key, plan.spec.config)
+                for key in overridden_keys(plan.spec, self.cfg.overrides)}
+
     def evaluate_command(self, plan: TaskPlan, run: Run, root: Path, gpu: Optional[str],
                          checkpoint: Optional[Path]) -> list[str]:
-        """``checkpoint``: the trained downstream (None for QbE, which does not train)."""
+        """``checkpoint``: the trained downstream (None for QbE, which does not train). The runner reads the config
+        inside ``checkpoint``: this sweep's ``-o`` overrides are given to it again, then the test data and expdir."""
         split = ["-t", plan.spec.evaluate_split]
         if checkpoint is None:
             return _LAUNCH + ["-m", "evaluate", *self._upstream_args(), "-d", plan.spec.downstream, "-c",
                               str(run.expdir / "superb_config.yaml"), "-p", str(run.expdir), *split,
                               *self._device_args(gpu)]
-        override = (f"config.downstream_expert.{plan.spec.test_key}={_check_override_value(str(root), 'test data')}"
-                    f",,args.expdir={_check_override_value(str(run.expdir), 'expdir')}")
+        values = {f"config.{key}": repr(value) for key, value in self._overrides(plan).items()}
+        values[f"config.downstream_expert.{plan.spec.test_key}"] = repr(str(root))
+        values["args.expdir"] = str(run.expdir)
+        override = ",,".join(f"{key}={_check_override_value(value, key)}" for key, value in values.items())
         return _LAUNCH + ["-m", "evaluate", "-e", str(checkpoint), *split, "-o", override, *self._device_args(gpu)]
 
     def trained(self, plan: TaskPlan) -> dict[str, str]:
@@ -333,7 +345,9 @@ class Sweep:
 
     def _run_runner(self, command: list[str], run: Run, gpu: Optional[str], expert: str) -> None:
         run.expdir.mkdir(parents=True, exist_ok=True)
-        env = dict(self.env, RD_SUPERB_SID_CACHE=str(run.expdir / ".sid_cache"), RD_SUPERB_DOWNSTREAM=expert)
+        # SID's file lists (absolute paths, keyed by split only): built by this runner for the root it reads
+        shutil.rmtree(run.expdir / SID_CACHE, ignore_errors=True)
+        env = dict(self.env, RD_SUPERB_SID_CACHE=str(run.expdir / SID_CACHE), RD_SUPERB_DOWNSTREAM=expert)
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu.replace("+", ",")  # "0+1": a group of GPUs for one DDP run
         with open(run.expdir / RUN_LOG, "a") as out:
@@ -364,33 +378,55 @@ class Sweep:
     def _clean_root(self, plan: TaskPlan) -> Path:
         return Path(get_key(plan.config["downstream_expert"], plan.spec.test_key, plan.spec.config))
 
-    def condition_copy(self, plan: TaskPlan, condition: EvalCondition) -> Path:
-        """The task's test data under ``condition`` (built once, shared by sweeps: ``superb.conditions``)."""
+    def _trained_expert(self, plan: TaskPlan, checkpoint: Path) -> dict[str, Any]:
+        """The ``downstream_expert`` section the runner will use to evaluate ``checkpoint``: the one inside it (the
+        runner reads every key from there) with this sweep's overrides given again (``evaluate_command``)."""
+        import torch
+
+        config = copy.deepcopy(torch.load(checkpoint, map_location="cpu", weights_only=False)["Config"])
+        for key, value in self._overrides(plan).items():
+            set_key(config, key, value)
+        return config["downstream_expert"]
+
+    def condition_copy(self, plan: TaskPlan, condition: EvalCondition, checkpoint: Optional[Path] = None) -> Path:
+        """The task's test data under ``condition`` (built once, shared by sweeps: ``superb.conditions``).
+
+        ``checkpoint``: the trained downstream to be evaluated on it. The parts are derived from the config the
+        runner will use (the one inside it); a key they depend on that differs from this sweep's config is a
+        ``ConfigError`` naming it (the copy would contaminate files the evaluation does not read)."""
         clean_root = self._clean_root(plan)
         if not clean_root.exists():
             raise ConfigError(f"{plan.spec.name}: test data {clean_root} not found (key {plan.spec.test_key})")
         if plan.spec.prepare is not None:  # the test parts may be listed in derived files (ER's meta data)
             plan.spec.prepare(plan.config, self.cond_root / "_prepared" / plan.spec.name)
-        parts = plan.spec.test_parts(plan.config["downstream_expert"], clean_root)
+        ours = plan.config["downstream_expert"]
+        expert = ours if checkpoint is None else self._trained_expert(plan, checkpoint)
+        parts, keys = read_test_parts(plan.spec, expert, clean_root)
+        for key in keys:
+            trained, here = get_key(expert, key, "", None), get_key(ours, key, "", None)
+            if trained != here:
+                raise ConfigError(f"{plan.label}: {checkpoint} was trained with downstream_expert.{key} = {trained!r}, "
+                                  f"this sweep's config has {here!r}: its test set would be another one; pass "
+                                  f"-o {plan.spec.name}:downstream_expert.{key}=... to evaluate on another, or train "
+                                  f"again under another --tag")
         # a fold tests other files: its copies are its own (<cond_root>/ER/fold2/<CONDITION>/)
         return build_condition(plan.label, condition, clean_root, parts, self.cond_root, self.conditions_file,
                                self.env, self.cfg.contaminate_workers)
 
     def _evaluate(self, plan: TaskPlan, run: Run, condition: EvalCondition, gpu: Optional[str]) -> None:
         clean_root = self._clean_root(plan)
-        root = self.condition_copy(plan, condition)
-        if not plan.spec.trains:
-            self._write_config(plan, run, root)
-        (run.expdir / RUN_LOG).unlink(missing_ok=True)  # parse this attempt's output only
         run.take_checkpoint(self.trained(plan) if plan.spec.trains else {
             "checkpoint_kind": "none", "checkpoint_why": f"{plan.spec.name} does not train"})
         checkpoint = Path(run.checkpoint) if plan.spec.trains else None
+        root = self.condition_copy(plan, condition, checkpoint)
+        if not plan.spec.trains:
+            self._write_config(plan, run, root)
+        (run.expdir / RUN_LOG).unlink(missing_ok=True)  # parse this attempt's output only
         self._run_runner(self.evaluate_command(plan, run, root, gpu, checkpoint), run, gpu, plan.spec.downstream)
-        if plan.spec.name == "QbE":
-            self._score_qbe(clean_root, run)
-        metrics = parse_metrics(plan.spec, (run.expdir / RUN_LOG).read_text(errors="replace"))
+        output = self._score_qbe(clean_root, run) if plan.spec.name == "QbE" else run.expdir / RUN_LOG
+        metrics = parse_metrics(plan.spec, output.read_text(errors="replace"))
         if plan.spec.metric.name not in metrics:
-            raise RuntimeError(f"no {plan.spec.metric.name} in {run.expdir / RUN_LOG}")
+            raise RuntimeError(f"no {plan.spec.metric.name} in {output}")
         write_json_atomic(run.expdir / RESULT, {
             "task": plan.spec.name, "fold": plan.fold, "condition": condition.name, "spec": condition.spec,
             "seed": condition.seed,
@@ -399,15 +435,19 @@ class Sweep:
             **run.checkpoint_record(),
             "log": str(run.expdir / RUN_LOG)})
 
-    def _score_qbe(self, clean_root: Path, run: Run) -> None:
+    def _score_qbe(self, clean_root: Path, run: Run) -> Path:
         """QUESST 2014's NIST scorer (in the dataset's ``scoring/``) turns the runner's
-        ``benchmark.stdlist.xml`` into MTWV; its output goes to run.log."""
+        ``benchmark.stdlist.xml`` into MTWV; its output goes to run.log. Returns the file to read MTWV from:
+        ``score.out``, which the scorer writes in the run folder (and s3prl's QbE scoring reads), else run.log."""
         script = clean_root / "scoring" / "score-TWV-Cnxe.sh"
         if not script.is_file():
             raise RuntimeError(f"QbE scoring script {script} not found (QUESST 2014 ships it)")
+        score = run.expdir / SCORE
+        score.unlink(missing_ok=True)  # this attempt's only
         with open(run.expdir / RUN_LOG, "a") as out:
             subprocess.run(["bash", str(script), str(run.expdir), "groundtruth_quesst14_eval", "-10"],
                            cwd=script.parent, stdout=out, stderr=subprocess.STDOUT, check=True)
+        return score if score.is_file() else run.expdir / RUN_LOG
 
     def attempt(self, plan: TaskPlan, run: Run, gpu: Optional[str]) -> None:
         """Runs one step of the sweep (what a cluster job runs, ``superb.cluster.SweepStep``); its failure is

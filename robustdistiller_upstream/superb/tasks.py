@@ -14,7 +14,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from robustdistiller_upstream.errors import ConfigError
 from robustdistiller_upstream.superb.prepare import prepare_asr, prepare_asv, prepare_er, prepare_pr, prepare_sf
@@ -22,11 +22,17 @@ from robustdistiller_upstream.superb.prepare import prepare_asr, prepare_asv, pr
 _NUMBER = r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)"
 
 
-def get_key(config: Mapping[str, Any], dotted: str, where: str) -> Any:
-    """``config["a"]["b"]`` for ``"a.b"``; a missing key is a ``ConfigError`` naming ``where``."""
+_REQUIRED = object()
+
+
+def get_key(config: Mapping[str, Any], dotted: str, where: str, default: Any = _REQUIRED) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"``; a missing key is ``default``, without one a ``ConfigError`` naming
+    ``where``."""
     node: Any = config
     for name in dotted.split("."):
         if not isinstance(node, Mapping) or name not in node:
+            if default is not _REQUIRED:
+                return default
             raise ConfigError(f"{where}: key {dotted!r} missing")
         node = node[name]
     return node
@@ -227,6 +233,40 @@ TASKS: dict[str, TaskSpec] = {
                  "(s3prl separation_stft/scripts/LibriMix/data_prepare.py; wav.scp names the Libri2Mix wavs)"),
     ]
 }
+
+
+class _Recording(Mapping[str, Any]):
+    """A read-only view of a config section that notes in ``reads`` each dotted key whose value (not a section)
+    was read through it."""
+
+    def __init__(self, node: Mapping[str, Any], reads: set[str], prefix: str = "") -> None:
+        self._node, self._reads, self._prefix = node, reads, prefix
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._node:  # a missing key is read too: its default decides
+            self._reads.add(self._prefix + name)
+        value = self._node[name]
+        if isinstance(value, Mapping):
+            return _Recording(value, self._reads, f"{self._prefix}{name}.")
+        self._reads.add(self._prefix + name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._node
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._node)
+
+    def __len__(self) -> int:
+        return len(self._node)
+
+
+def read_test_parts(spec: TaskSpec, expert: Mapping[str, Any], root: Path) -> tuple[list[str], list[str]]:
+    """``spec.test_parts(expert, root)`` and the dotted ``expert`` keys it read (``corpus.test``): the keys that
+    decide which files the expert reads as its test set."""
+    reads: set[str] = set()
+    parts = spec.test_parts(_Recording(expert, reads), root)
+    return parts, sorted(reads)
 
 
 def resolve_tasks(names: str) -> list[TaskSpec]:
