@@ -1,6 +1,7 @@
-"""A real one-node SLURM for the tests (``slurm`` fixture, session-scoped): munge, MariaDB + slurmdbd (accounting,
-so ``sacct`` reports job states), slurmctld and slurmd, started here by hand (no systemd) with their configuration,
-sockets, ports, state and logs in one temporary folder, and stopped by the process ids started here.
+"""A real one-node SLURM for the tests (the ``slurm`` fixture, session-scoped, a plugin of ``tests/conftest.py``):
+munge, MariaDB + slurmdbd (accounting, so ``sacct`` reports job states), slurmctld and slurmd, started here by hand
+(no systemd) with their configuration, sockets, ports, state and logs in one temporary folder, and stopped by the
+process ids started here.
 
 Needs root and Debian's ``slurm-wlm``, ``slurmdbd``, ``munge`` and ``mariadb-server`` (``.ci/run`` installs them);
 elsewhere the tests that use it skip and say why. Daemons already running on the machine (someone else's SLURM,
@@ -162,7 +163,9 @@ class SlurmCluster:
         state.mkdir(exist_ok=True)
         return "\n".join([
             f"ClusterName={CLUSTER}", f"SlurmctldHost={self.node}", "SlurmUser=root", "AuthType=auth/munge",
-            "CredType=cred/munge", f"AuthInfo=socket={self.munge_socket}",
+            "CredType=cred/munge",
+            # cred_expire: also how long a requeued job waits before it may start again (default 120 s)
+            f"AuthInfo=socket={self.munge_socket},cred_expire=20",
             f"SlurmctldPort={self.ports['slurmctld']}", f"SlurmdPort={self.ports['slurmd']}",
             f"StateSaveLocation={state}", f"SlurmdSpoolDir={spool}",
             f"SlurmctldPidFile={self.root / 'slurmctld.pid'}", f"SlurmdPidFile={self.root / 'slurmd.pid'}",
