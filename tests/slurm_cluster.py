@@ -254,6 +254,7 @@ def slurm(tmp_path_factory) -> Iterator[SlurmCluster]:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stops the daemons as Ctrl-C does
     cluster = SlurmCluster(Path(sys.argv[1])).start()
     print(f"SLURM_CONF={cluster.conf}; {cluster.run('sinfo')}", flush=True)
     try:

@@ -127,3 +127,28 @@ def test_sbatch_script_of_the_readme_command(world):
     bad = cli("pretrain", "-c", str(REPO / "pretrain" / "rd_wavlm.yaml"), "-n", "x", "--launcher", "slurm",
               "--slurm", "gpus=8", "--dry-run", cwd=root)
     assert bad.returncode == 2 and "--slurm: unknown key(s) ['gpus']" in bad.stderr
+
+
+def test_sbatch_script_has_each_cluster_option(world):
+    """account, qos, constraint, exclusive, mem and free-form sbatch options (``additional_parameters.KEY``), each
+    in the script; what the launcher sets itself is refused as an additional parameter."""
+    root, _ = world
+    options = ("account=myproj,qos=high,constraint=a100,exclusive=true,mem_gb=32,additional_parameters.mail_type=END,"
+               "additional_parameters.gres=gpu:a100:2")
+    result = cli("pretrain", "-c", str(REPO / "pretrain" / "rd_wavlm.yaml"), "-n", "opts", "--launcher", "slurm",
+                 "--slurm", options, "--dry-run", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    flags = [line for line in result.stdout.splitlines() if line.startswith("#SBATCH")]
+    for flag in ("--account=myproj", "--qos=high", "--constraint=a100", "--exclusive", "--mem=32768MB",
+                 "--mail-type=END", "--gres=gpu:a100:2", "--requeue"):
+        assert f"#SBATCH {flag}" in flags, (flag, flags)
+    assert not any(f.startswith(("#SBATCH --exclusive=", "#SBATCH --mem-per")) for f in flags)
+    plain = cli("pretrain", "-c", str(REPO / "pretrain" / "rd_wavlm.yaml"), "-n", "opts", "--launcher", "slurm",
+                "--dry-run", cwd=root)
+    assert not any(f in plain.stdout for f in ("--account", "--qos", "--constraint", "--exclusive", "--mem"))
+
+    for taken in ("additional_parameters.dependency=afterok:1", "additional_parameters.time=5"):
+        bad = cli("pretrain", "-c", str(REPO / "pretrain" / "rd_wavlm.yaml"), "-n", "x", "--launcher", "slurm",
+                  "--slurm", taken, "--dry-run", cwd=root)
+        key = taken.split("=")[0]
+        assert bad.returncode == 2 and f"--slurm: {key} is set by the launcher or by its own key" in bad.stderr

@@ -96,15 +96,19 @@ def test_usr2_checkpoints_slurm_requeues_and_the_job_resumes_exactly(slurm, worl
 
 
 def test_two_task_slurm_job_keeps_parameters_identical_across_ranks(slurm, world):
+    """Also: the --slurm options this cluster can honour (exclusive, mem, a free-form sbatch option) reach SLURM."""
     root, path = world
+    options = "tasks_per_node=2,time=10,exclusive=true,mem_gb=0.5,additional_parameters.comment=rd-ranks"
     result = cli("pretrain", "-c", str(path), "-n", "ddp", "-o", "run.total_steps=3,run.save_every=0",
-                 "--launcher", "slurm", "--slurm", "tasks_per_node=2,time=10", cwd=root)
+                 "--launcher", "slurm", "--slurm", options, cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     exp = root / "exp" / "ddp"
     job = _job(exp)
     assert _wait_finished(slurm, job["job_id"]) == "COMPLETED", Path(job["log"]).with_suffix(".err").read_text()
     steps = slurm.run("sacct", "-n", "-P", "-o", "JobID,NTasks,State", "-j", job["job_id"]).split()
     assert f"{job['job_id']}.0|2|COMPLETED" in steps  # one srun step of two tasks
+    shown = slurm.run("scontrol", "show", "job", job["job_id"]).split()
+    assert {"OverSubscribe=NO", "MinMemoryNode=512M", "Comment=rd-ranks", "NumTasks=2"} <= set(shown), shown
     ranks = [pickle_load(JobPaths(exp / "jobs", job["job_id"], task).result_pickle) for task in (0, 1)]
     assert [outcome for outcome, _ in ranks] == ["success", "success"]
     rank0, rank1 = (value for _, value in ranks)
