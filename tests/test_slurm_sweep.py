@@ -47,15 +47,20 @@ def _start(command: list[str], log: Path) -> subprocess.Popen:
                                 start_new_session=True)
 
 
-def _kill_when_submitted(sweep: subprocess.Popen, tag_dir: Path, log: Path, kinds: set[Key]) -> dict[Key, dict]:
-    """Waits until ``kinds`` have job ids in the sweep state, then kills the sweep (its jobs go on)."""
+def _wait_for(sweep: subprocess.Popen, tag_dir: Path, log: Path, check) -> dict[Key, dict]:
+    """Until ``check(runs)`` holds for the sweep state (the sweep still running); the runs then."""
     deadline = time.monotonic() + 300
     while True:
         runs = _runs(tag_dir) if (tag_dir / "summary.json").is_file() else {}
-        if all(runs.get(k, {}).get("job_id") for k in kinds):
-            break
+        if check(runs):
+            return runs
         assert sweep.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
+
+
+def _kill_when_submitted(sweep: subprocess.Popen, tag_dir: Path, log: Path, kinds: set[Key]) -> dict[Key, dict]:
+    """Waits until ``kinds`` have job ids in the sweep state, then kills the sweep (its jobs go on)."""
+    runs = _wait_for(sweep, tag_dir, log, lambda runs: all(runs.get(k, {}).get("job_id") for k in kinds))
     os.killpg(sweep.pid, signal.SIGKILL)
     sweep.wait()
     return runs
@@ -101,23 +106,24 @@ def test_killed_sweep_is_rerun_finds_its_jobs_and_resubmits_the_cancelled_one(sl
     exp, tag = tmp_path / "exp", "slurm"
     tag_dir = exp / tag
     command = sweep_command(tmp_path / "data", exp, conditions, "IC", "--tag", tag, *SLURM, overrides=OVERRIDES)
-    first = _start(command, tmp_path / "first.log")
+    first, log = _start(command, tmp_path / "first.log"), tmp_path / "first.log"
     every = {("train", ""), ("condition", "white_snr5"), ("evaluate", "clean"), ("evaluate", "white_snr5")}
-    before = _kill_when_submitted(first, tag_dir, tmp_path / "first.log", every)
-    ids = {key: row["job_id"] for key, row in before.items()}
+    clean = ("evaluate", "clean")
+    ids = {k: r["job_id"] for k, r in _wait_for(first, tag_dir, log, lambda runs: all(
+        runs.get(k, {}).get("job_id") for k in every)).items()}
     # the evaluations wait in SLURM's queue on afterok, not in the sweep
-    assert _dependency(tag_dir, ids[("evaluate", "clean")]) == f"afterok:{ids[('train', '')]}"
+    assert _dependency(tag_dir, ids[clean]) == f"afterok:{ids[('train', '')]}"
     assert _dependency(tag_dir, ids[("evaluate", "white_snr5")]) == \
         f"afterok:{ids[('train', '')]}:{ids[('condition', 'white_snr5')]}"
     assert not _dependency(tag_dir, ids[("train", "")])
 
-    slurm.run("scancel", ids[("evaluate", "clean")])
-    deadline = time.monotonic() + 60
-    while slurm.state(ids[("evaluate", "clean")]) != "CANCELLED":
-        assert time.monotonic() < deadline, slurm.state(ids[("evaluate", "clean")])
-        time.sleep(0.5)
+    slurm.run("scancel", ids[clean])
+    cancelled = _wait_for(first, tag_dir, log, lambda runs: runs[clean]["status"] != "queued")[clean]
+    assert cancelled["status"] == "cancelled" and "cancelled (scancel)" in cancelled["reason"]  # by the sweep
+    assert slurm.state(ids[clean]) == "CANCELLED"
+    _kill_when_submitted(first, tag_dir, log, every)  # the sweep dies; its other jobs go on
     shown = _jobs(tag_dir)
-    assert shown[("evaluate", "clean")] == "cancelled"  # sacct's CANCELLED
+    assert shown[clean] == "cancelled"
     assert shown[("train", "")] in ("queued", "running", "done")
 
     rerun = subprocess.run(command, env=runner_env(), capture_output=True, text=True, timeout=900)
@@ -126,14 +132,14 @@ def test_killed_sweep_is_rerun_finds_its_jobs_and_resubmits_the_cancelled_one(sl
     assert followed + "queued" in rerun.stderr or followed + "running" in rerun.stderr  # not submitted again
     after = _runs(tag_dir)
     # what finished between the kill and the rerun is skipped (a finished copy has no row then), the rest done
-    for key in every - {("evaluate", "clean")}:  # followed by id, not submitted again
+    for key in every - {clean}:  # followed by id, not submitted again
         row = after.get(key, {"status": "skipped", "job_id": ids[key]})
         assert row["status"] in ("done", "skipped") and row["job_id"] == ids[key], (key, row)
-    assert after[("evaluate", "clean")]["status"] == "done"
-    resubmitted = after[("evaluate", "clean")]["job_id"]
-    assert resubmitted != ids[("evaluate", "clean")] and slurm.state(resubmitted) == "COMPLETED"
+    assert after[clean]["status"] == "done"
+    resubmitted = after[clean]["job_id"]
+    assert resubmitted != ids[clean] and slurm.state(resubmitted) == "COMPLETED"
     assert _submitted(tag_dir, f"{tag}-IC-train") == [ids[("train", "")]]  # one training job in all
-    assert {slurm.state(ids[key]) for key in every - {("evaluate", "clean")}} == {"COMPLETED"}
+    assert {slurm.state(ids[key]) for key in every - {clean}} == {"COMPLETED"}
     assert all((tag_dir / "IC" / c / "result.json").is_file() for c in ("clean", "white_snr5"))
     assert set(_jobs(tag_dir).values()) <= {"done", "skipped"}
 
