@@ -23,6 +23,7 @@ pytest.importorskip("submitit")
 
 from submitit.core.utils import JobPaths, pickle_load  # noqa: E402
 
+from robustdistiller_upstream.cluster.state import read_state  # noqa: E402
 from robustdistiller_upstream.train.digest import parameters_digest  # noqa: E402
 
 pytestmark = pytest.mark.one_stack  # launcher code, the same on both stacks
@@ -42,6 +43,11 @@ def _shown(exp: Path) -> str:
     result = cli("jobs", str(exp), cwd=exp.parent)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()[2].split()[2]
+
+
+def _status(exp: Path) -> str:
+    """What ``robustdistiller jobs`` reads (``_shown`` without starting a process each time)."""
+    return read_state(exp)[1]["runs"][0]["status"]
 
 
 def _wait_finished(cluster: SlurmCluster, job_id: str, timeout: float = 300) -> str:
@@ -74,13 +80,13 @@ def test_usr2_checkpoints_slurm_requeues_and_the_job_resumes_exactly(slurm, worl
     assert slurm.state(job["job_id"]) in ("PENDING", "RUNNING")  # a real SLURM job
     deadline = time.monotonic() + 300
     while not (exp / "resume-step2.pt").exists():
-        assert time.monotonic() < deadline and slurm.state(job["job_id"]) in ("PENDING", "RUNNING"), \
-            f"no first resume file: {slurm.state(job['job_id'])}"
+        assert time.monotonic() < deadline, f"no first resume file: {slurm.state(job['job_id'])}"
         time.sleep(0.05)
     slurm.run("scancel", "--signal=USR2", job["job_id"])  # what SLURM sends signal_delay_s before the limit
     seen = set()
     while slurm.state(job["job_id"]) != "COMPLETED":
-        seen.add(_shown(exp))  # queued while SLURM holds the requeued job, running again after
+        seen.add(_status(exp))  # queued while SLURM holds the requeued job, running again after
+        time.sleep(0.2)
         assert time.monotonic() < deadline + 300, f"not done: {slurm.state(job['job_id'])}"
     assert {"queued", "running"} <= seen and "failed" not in seen, seen
     assert _shown(exp) == "done"
