@@ -220,7 +220,16 @@ class SlurmCluster:
             time.sleep(1)
 
     def stop(self) -> None:
-        """Stops the daemons started here, last first, by their process ids (whole session: slurmd's job steps)."""
+        """Cancels the jobs left (a failed test's), waits until their steps are gone (slurmstepd outlives slurmd),
+        then stops the daemons started here, last first, by their process ids."""
+        if "slurmd" in self.processes and self.processes["slurmd"].poll() is None:
+            jobs = self._run("squeue", "-h", "-o", "%i").stdout.split()
+            if jobs:
+                self._run("scancel", "--full", *jobs)
+            deadline = time.monotonic() + 60
+            while (self._run("squeue", "-h", "-o", "%i").stdout.strip()
+                   or any(self.root.joinpath("slurmd").glob(f"{self.node}_*"))) and time.monotonic() < deadline:
+                time.sleep(0.5)
         for name in reversed(list(self.processes)):
             process = self.processes[name]
             if process.poll() is None:

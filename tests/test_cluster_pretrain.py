@@ -148,3 +148,16 @@ def test_sbatch_script_has_each_cluster_option(world):
               "--slurm", "additional_parameters.dependency=afterok:1", "--dry-run", cwd=root)
     assert bad.returncode == 2
     assert "--slurm: additional_parameters.dependency is set by the launcher or by its own key" in bad.stderr
+
+
+def test_a_time_limit_too_short_for_the_signal_is_refused():
+    """SLURM may send SIGUSR2 up to 30 s before signal_delay_s; measured on the test SLURM: time=1 with
+    signal_delay_s=40 signalled the requeued job 4 s after it started, before submitit's handler, and it died."""
+    from robustdistiller_upstream.cluster.slurm import parse_slurm_options
+    from robustdistiller_upstream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"time \(1 min\) must leave a minute beyond signal_delay_s \(40 s\)"):
+        parse_slurm_options(["time=1,signal_delay_s=40"], "slurm")
+    assert parse_slurm_options(["time=4"], "slurm").time == 4  # 120 s + 30 s + a minute fit in 4 minutes
+    with pytest.raises(ConfigError, match="time"):
+        parse_slurm_options(["time=3"], "slurm")

@@ -21,6 +21,9 @@ from robustdistiller_upstream.config import from_dict, parse_overrides
 from robustdistiller_upstream.errors import ConfigError
 
 LAUNCHERS = ("local", "slurm", "local-submitit")
+# slurmctld checks time limits every 30 s and sends the warning signal up to that much before signal_delay_s
+# (measured on SLURM 22.05: time=1,signal_delay_s=40 signalled the requeued job 4 s after it started, and it died)
+SIGNAL_EARLY_S = 30
 
 
 @dataclass
@@ -66,6 +69,10 @@ def parse_slurm_options(values: list[str], launcher: str) -> SlurmOptions:
     options = from_dict(SlurmOptions, parse_overrides(values), "--slurm")
     if min(options.nodes, options.time) < 1 or min(options.gpus_per_node, options.tasks_per_node) < 0:
         raise ConfigError(f"--slurm: nodes and time must be >= 1, gpus_per_node and tasks_per_node >= 0 ({options})")
+    if options.signal_delay_s + SIGNAL_EARLY_S + 60 > options.time * 60:
+        raise ConfigError(f"--slurm: time ({options.time} min) must leave a minute beyond signal_delay_s "
+                          f"({options.signal_delay_s} s) + {SIGNAL_EARLY_S} s: SLURM may send SIGUSR2 that much "
+                          f"early, and one that arrives while the job starts kills it instead of requeueing it")
     taken = sorted(set(options.additional_parameters) & {*SlurmOptions.__dataclass_fields__, *_SET_HERE})
     if taken:
         raise ConfigError(f"--slurm: additional_parameters.{taken[0]} is set by the launcher or by its own key")
