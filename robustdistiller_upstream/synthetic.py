@@ -1,22 +1,20 @@
 """Generated audio and small corpora in real layouts, for tests, demos and benchmarks.
 
-Speech comes from espeak-ng where installed (``speak``), otherwise from ``synthetic_speech`` (harmonic tones
-with a syllable envelope). Layout builders write LibriSpeech, MUSAN ``noise/`` and OpenSLR SLR28 trees.
+Speech comes from espeak-ng (``speak``: the program where installed, else the ``espeakng-loader`` wheel's library;
+``espeak.py``), otherwise from ``synthetic_speech`` (harmonic tones with a syllable envelope). Layout builders write LibriSpeech, MUSAN ``noise/`` and OpenSLR SLR28 trees.
 Arrays are float32 ``(samples,)``; rates in Hz; durations in seconds.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from robustdistiller_upstream.audio import read_audio, resample, write_audio_atomic
+from robustdistiller_upstream.audio import resample, write_audio_atomic
+from robustdistiller_upstream.espeak import espeak_source, synthesize
 from robustdistiller_upstream.augment.generators import COLORS, colored_noise
 from robustdistiller_upstream.augment.rooms import simulate_rir
 
@@ -44,8 +42,8 @@ NOISE_KINDS = tuple(COLORS) + ("babble", "hum", "chirp")
 
 
 def have_espeak() -> bool:
-    """Whether the ``espeak-ng`` program is on PATH."""
-    return shutil.which("espeak-ng") is not None
+    """Whether espeak-ng can speak here: its program on PATH, or the ``espeakng-loader`` wheel."""
+    return espeak_source() is not None
 
 
 def speak(
@@ -58,19 +56,10 @@ def speak(
 ) -> Path:
     """Writes ``text`` spoken by espeak-ng as mono audio at ``sample_rate`` (format from ``path``'s suffix).
 
-    ``speed`` is in words per minute, ``pitch`` 0-99. Raises ``RuntimeError`` if espeak-ng is missing.
+    ``speed`` is in words per minute, ``pitch`` 0-99. Raises ``RuntimeError`` naming what to install if espeak-ng
+    is missing.
     """
-    if not have_espeak():
-        raise RuntimeError("espeak-ng is not installed (Debian: apt-get install espeak-ng)")
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "speech.wav"
-        cmd = ["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(raw), text]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0 or not raw.exists():
-            raise RuntimeError(f"espeak-ng failed for voice {voice!r}: {result.stderr.strip()}")
-        audio, rate = read_audio(raw)
-    if audio.ndim > 1:
-        audio = audio.mean(axis=1)
+    audio, rate = synthesize(text, voice, speed, pitch)
     return write_audio_atomic(path, resample(audio, rate, sample_rate), sample_rate)
 
 

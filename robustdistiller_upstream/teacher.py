@@ -32,7 +32,9 @@ class TeacherConfig:
     the teacher may differ from the student by (both are cut to the shorter; more is an error). ``dropout``: the
     pretraining loop puts the teacher in train mode, so its dropout is active while it computes the targets (the
     reference: s3prl's pretrain runner calls ``.train()`` on the whole expert, teacher included, and only sets the
-    teacher's layer drop to 0); false: eval mode, deterministic targets. Layer drop is 0 either way."""
+    teacher's layer drop to 0); false: eval mode, deterministic targets. Layer drop is 0 either way.
+    ``contamination``: the teacher hears its own draw of ``denoising.contamination``, independent of the student's
+    (the correlation paper's setup 2); false: the clean input (RobustDistiller, DistilHuBERT)."""
 
     name: str = "wavlm_base_plus"
     ckpt: Optional[str] = None
@@ -40,6 +42,7 @@ class TeacherConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     max_frame_diff: int = 2
     dropout: bool = False
+    contamination: bool = False
 
 
 def _hub_entry(name: str):

@@ -23,41 +23,16 @@ import torch
 
 from robustdistiller_upstream.audio import read_audio, resample, write_audio_atomic
 from robustdistiller_upstream.augment.ops import snr_gain
+from robustdistiller_upstream.demo import corpus as demo_corpus
 from robustdistiller_upstream.demo.corpus import speak_all, speakers, write_speech_commands  # noqa: F401 (re-export)
 from robustdistiller_upstream.synthetic import make_noise
 
-IC_INTENTS = [
-    ("turn on the lights in the kitchen", "activate", "lights", "kitchen"),
-    ("switch off the kitchen lights", "deactivate", "lights", "kitchen"),
-    ("play the music", "activate", "music", "none"),
-    ("stop the music", "deactivate", "music", "none"),
-    ("make the bedroom warmer", "increase", "heat", "bedroom"),
-    ("make the bedroom cooler", "decrease", "heat", "bedroom"),
-]
+IC_INTENTS = demo_corpus.IC_INTENTS[:6]
 
 
 def write_fluent_commands(root: Path, n_train: int = 8, n_valid: int = 2, n_test: int = 3) -> Path:
     """Root of a 6-intent IC corpus (``action``/``object``/``location`` slots)."""
-    base = root / "fluent_speech_commands_dataset"
-    splits = {"train": speakers(n_train), "valid": speakers(n_valid, n_train),
-              "test": speakers(n_test, n_train + n_valid)}
-    jobs, rows = [], {name: [] for name in splits}
-    for name, group in splits.items():
-        for spk, voice, pitch, speed in group:
-            for i, (text, action, obj, location) in enumerate(IC_INTENTS):
-                rel = f"wavs/speakers/{spk}/{spk}_{i}.wav"
-                jobs.append((text, base / rel, voice, pitch, speed))
-                rows[name].append({"path": rel, "speakerId": spk, "transcription": text, "action": action,
-                                   "object": obj, "location": location})
-    speak_all(jobs)
-    (base / "data").mkdir(parents=True, exist_ok=True)
-    for name, split_rows in rows.items():
-        with open(base / "data" / f"{name}_data.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["", *split_rows[0]])
-            writer.writeheader()
-            for index, row in enumerate(split_rows):
-                writer.writerow({"": index, **row})
-    return base
+    return demo_corpus.write_fluent_commands(root, n_train, n_valid, n_test, IC_INTENTS)
 
 
 def class_counts(folder: Path) -> dict[str, int]:

@@ -120,17 +120,20 @@ def test_segment_reads_from_disk_match_memory_and_tile(tmp_path):
 
 def test_slr28_rir_bank_multichannel_resampled_and_simulated_rooms(tmp_path):
     synthetic.write_slr28_rirs(tmp_path, n_files=2, n_multichannel=1)
+    air = tmp_path / "RIRS_NOISES" / "real_rirs_isotropic_noises" / "air_type1_air_binaural_booth_0_1_1.wav"
+    write_audio_atomic(air, synthetic.simulate_rir(0.3, (4.0, 3.0, 2.5), 16000, seed=5), 16000, "FLOAT")
     config = BankConfig(rirs=[RirSourceConfig(kind="slr28", path=str(tmp_path))], cache_dir=str(tmp_path / "cache"),
                         simulated_rooms=SimulatedRoomsConfig(n_rooms=2, rt60=(0.2, 0.3)))
     bank = RirBank.from_config(config)
-    assert len(bank) == 5  # 2 simulated files + 1 real (its isotropic noise file excluded) + 2 rooms
+    assert len(bank) == 6  # 2 simulated files + 1 real + 1 AIR (the isotropic noise file excluded) + 2 rooms
     assert not any("_noise_" in name.rsplit("/", 1)[-1] for name in bank.names)
+    assert str(air) in bank.names  # AIR RIRs have no "_rir_" in their names; the reference's pool has them
     real = bank.index_of(next(n for n in bank.names if "_rir_" in n.rsplit("/", 1)[-1]))
     assert bank.channels(real) == 2 and bank.get(real, 1).dim() == 1
     assert sum(n.startswith("sim:rt60=") for n in bank.names) == 2
     config.memory_cap_mb = 0  # files read at each use instead
     on_disk = RirBank.from_config(config)
-    assert on_disk.names[:3] == bank.names[:3] and on_disk.channels(real) == 2
+    assert on_disk.names[:4] == bank.names[:4] and on_disk.channels(real) == 2
     assert isinstance(on_disk.rirs[real], IndexEntry)
     np.testing.assert_array_equal(on_disk.get(real, 1).numpy(), bank.get(real, 1).numpy())
     with pytest.raises(AudioError, match="no RIR source"):

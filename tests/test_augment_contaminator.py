@@ -1,6 +1,8 @@
 """The contamination engine: exact SNR, FFT reverb, delay compensation, determinism, replay, curriculum."""
 
 import dataclasses
+import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import scipy.signal
 import torch
 
 from robustdistiller_upstream import synthetic
-from robustdistiller_upstream.audio import read_audio
+from robustdistiller_upstream.audio import read_audio, write_audio_atomic
 from robustdistiller_upstream.augment import (
     BankConfig,
     ContaminationConfig,
@@ -20,6 +22,8 @@ from robustdistiller_upstream.augment import (
     build_banks,
     mean_power,
 )
+from robustdistiller_upstream.augment.config import DistortionSetConfig
+from robustdistiller_upstream.augment.effects import pitch_shift
 from robustdistiller_upstream.augment.ops import direct_path_delay, fft_convolve, fft_size, place_rirs
 from robustdistiller_upstream.augment.spectra import RirSpectra
 from robustdistiller_upstream.config import load_config
@@ -272,3 +276,107 @@ def test_rir_spectra_cache_is_bounded_lru_and_exact(banks):
     again, _ = spectra.get(1, 0, n_fft, cpu)  # computed anew: the same bytes
     assert again is not second and torch.equal(again, second)
     assert len(spectra) == 2 and spectra.bytes == 2 * one
+
+
+def _tone(freq: float, samples: int) -> torch.Tensor:
+    return torch.sin(2 * np.pi * freq * torch.arange(samples) / 16000)
+
+
+def _peak_hz(x: torch.Tensor) -> float:
+    return float(torch.fft.rfft(x).abs().argmax()) * 16000 / len(x)
+
+
+@pytest.mark.parametrize("cents", [-500, -7, 300, 499])
+def test_pitch_shift_moves_a_tone_by_the_ratio_and_keeps_length_and_power(cents):
+    """Setup 2's pitch effect: every frequency times 2^(cents/1200), the length kept, a steady tone's power kept
+    (the phase locking; without it an upward shift loses two thirds)."""
+    for freq in (440.0, 1000.0):
+        shifted = pitch_shift(_tone(freq, 32000), cents)
+        assert shifted.shape == (32000,)
+        assert abs(_peak_hz(shifted) - freq * 2 ** (cents / 1200)) <= 0.5  # the FFT's bin width
+        assert float(shifted[2000:-2000].pow(2).mean()) == pytest.approx(0.5, rel=0.02)
+
+
+def test_pitch_and_band_records_apply_to_their_rows_only_and_keep_the_padding_zero():
+    """Recorded pitch and band-reject effects on a padded batch: a 1 kHz tone and a 3 kHz tone in every row; the
+    band [900, 1100] Hz removes the first only, +300 cents moves both, an empty record changes nothing."""
+    lengths = torch.tensor([32000, 24000, 32000])
+    wav = torch.zeros(3, 32000)
+    for row, n in enumerate(lengths.tolist()):
+        wav[row, :n] = _tone(1000, n) + _tone(3000, n)
+    wav[1, 24000:] = 0.7  # junk in the padding
+    records = [TransformRecord("clean+band_reject", 1, band_low_hz=900.0, band_high_hz=1100.0),
+               TransformRecord("clean+pitch", 2, pitch_cents=300), TransformRecord("clean+clean", 3)]
+    effects_only = DistortionSetConfig(enabled=True, additive=["clean"], non_additive=["pitch", "band_reject", "clean"])
+    contaminator = Contaminator(ContaminationConfig(distortion_set=effects_only))  # needs no bank
+    out, filled = contaminator.apply(wav, lengths, records)
+    assert filled == records
+    banded = torch.fft.rfft(out[0]).abs()
+    assert banded[2000] < 1e-3 * banded[6000]  # 1 kHz gone (bin 2000 of 32000 samples), 3 kHz kept
+    assert float(out[0].pow(2).mean()) == pytest.approx(0.5, rel=0.01)
+    assert abs(_peak_hz(out[1, :24000]) - 1000 * 2 ** 0.25) <= 1.0 and not out[1, 24000:].any()
+    assert torch.equal(out[2], wav[2])
+
+
+def test_distortion_set_draws_one_additive_then_one_effect_uniformly(tmp_path):
+    """Setup 2's draw: each of the 4 x 4 (additive, effect) pairs about equally often, SNRs integers in 10..19,
+    each file noise from the named source's files, pitch in [-500, 500), bands within SpecAugment's width; the
+    records replay to the same bytes, through JSON too."""
+    synthetic.write_musan_noise(tmp_path / "musan", n_files=4, seconds=2.0)
+    wham = [write_audio_atomic(tmp_path / "wham" / f"{i}.wav", synthetic.make_noise("babble", 0.5, 16000, i),
+                               16000) for i in range(2)]
+    config = BankConfig(noises=[NoiseSourceConfig(kind="musan", path=str(tmp_path / "musan")),
+                                NoiseSourceConfig(kind="folder", path=str(tmp_path / "wham"), name="wham")],
+                        cache_dir=str(tmp_path / "cache"), min_noise_seconds=0.0)
+    config.simulated_rooms.n_rooms = 2
+    noise_bank, rir_bank = build_banks(config)
+    assert sorted(map(noise_bank.names.__getitem__, noise_bank.groups["wham"])) == sorted(map(str, wham))
+    setup2 = ContaminationConfig(snr_min=10, snr_max=19, short_noise="stretch")
+    setup2.distortion_set.enabled = True
+    contaminator = Contaminator(setup2, noise_bank, rir_bank)
+    records = contaminator.plan([16000] * 1600)
+    pairs = Counter(r.op for r in records)
+    assert len(pairs) == 16 and min(pairs.values()) > 60 and max(pairs.values()) < 140  # 100 expected
+    for r in records:
+        additive, effect = r.op.split("+")
+        assert (r.snr_db is None) == (additive == "clean")
+        if r.snr_db is not None:
+            assert r.snr_db in range(10, 20)
+        if additive in ("musan", "wham"):
+            assert noise_bank.index_of(r.noise) in noise_bank.groups[additive]
+            assert r.noise_repeat == (16000 // 8000 + 1 if additive == "wham" else None)  # 0.5 s files stretched
+        assert (r.pitch_cents is not None) == (effect == "pitch") and (r.rir is not None) == (effect == "reverb")
+        if effect == "pitch":
+            assert -500 <= r.pitch_cents < 500
+        if effect == "band_reject":
+            mel = lambda hz: 2595 * np.log10(1 + hz / 700)  # noqa: E731
+            assert 0 <= mel(r.band_high_hz) - mel(r.band_low_hz) <= mel(8000) * 27 * 0.5 / 256
+    assert {r.snr_db for r in records if r.snr_db is not None} == set(map(float, range(10, 20)))
+    wav = torch.from_numpy(synthetic.synthetic_speech(1.0, 16000, seed=1)[:16000]).repeat(32, 1)
+    lengths = torch.full((32,), 16000)
+    first, filled = contaminator.apply(wav, lengths, records[:32])
+    again, _ = contaminator.apply(wav, lengths, [TransformRecord.from_dict(json.loads(json.dumps(r.to_dict())))
+                                                 for r in filled])
+    assert torch.equal(first, again)
+    assert all(r.noise_gain > 0 for r in filled if r.noise is not None)
+
+
+def test_short_noise_stretch_repeats_each_sample_as_setup_2(banks):
+    """``short_noise: stretch``: a noise shorter than the utterance enters as ``np.repeat(noise, n)[:length]``
+    (each sample n times, n = length // file length + 1), the reference's quirk; ``tile`` repeats the file."""
+    noise_bank, _ = banks
+    index = int(np.argmin(noise_bank.lengths))
+    file = noise_bank.segment(index, 0, noise_bank.lengths[index])
+    length = 2 * len(file) + 123
+    wav, lengths = torch.ones(1, length), torch.tensor([length])  # unit speech: the noise is (out - 1) / gain
+    for mode, expected in (("stretch", np.repeat(file.numpy(), 3)[:length]),
+                           ("tile", np.resize(file.numpy(), length))):
+        contaminator = Contaminator(ContaminationConfig(p_clean=0, p_reverb=0, p_noise_reverb=0, p_file_noise=1.0,
+                                                        short_noise=mode), noise_bank)
+        record = dataclasses.replace(contaminator.plan([length])[0], noise=noise_bank.names[index], noise_offset=0)
+        record = dataclasses.replace(record, noise_repeat=3 if mode == "stretch" else None)
+        out, (filled,) = contaminator.apply(wav, lengths, [record])
+        np.testing.assert_allclose(((out[0] - 1) / filled.noise_gain).numpy(), expected, atol=1e-4)
+    drawn = Contaminator(ContaminationConfig(p_clean=0, p_reverb=0, p_noise_reverb=0, p_file_noise=1.0,
+                                             short_noise="stretch"), noise_bank).plan([10**6])
+    assert drawn[0].noise_repeat == 10**6 // noise_bank.lengths[noise_bank.index_of(drawn[0].noise)] + 1

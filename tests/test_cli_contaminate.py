@@ -17,7 +17,7 @@ import soundfile as sf
 from robustdistiller_upstream import synthetic
 from robustdistiller_upstream.audio import read_audio, write_audio_atomic
 from robustdistiller_upstream.cli import main
-from system_packages import SOX_PROGRAM
+from system_packages import SOX_PROGRAM, missing
 
 META = ".robustdistiller"
 
@@ -177,7 +177,7 @@ def test_named_condition_from_yaml_with_env_paths_and_pipes(world, tmp_path, cap
     code, log = _main(caplog, *args)
     assert code == 2 and "--run-pipes" in log and "wav.scp:1" in log
     if shutil.which("sox") is None:
-        pytest.skip(SOX_PROGRAM)
+        missing(SOX_PROGRAM)
     code, log = _main(caplog, *args, "--run-pipes")
     assert code == 0, log
     rec, path = (tmp_path / "a/data/wav.scp").read_text().split()

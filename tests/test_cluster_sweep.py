@@ -127,6 +127,8 @@ def test_two_sweeps_at_once_local_submitit_and_local_build_each_copy_once_and_ag
     assert {r["status"] for r in summary["runs"]} == {"done"}
     assert all(r["job_id"] and Path(r["log"]).is_file() for r in summary["runs"])
     assert len({r["job_id"] for r in summary["runs"]}) == len(summary["runs"])  # each copy, training, evaluation
+    # the checkpoint each job's training picked and its evaluations used, as the jobs returned it
+    assert {r["checkpoint_kind"] for r in summary["runs"] if r["kind"] != "condition"} == {"dev-best"}
     shown = subprocess.run([sys.executable, "-m", "robustdistiller_upstream.cli", "jobs", str(cluster_exp / "fbank")],
                            env=_env(), capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr

@@ -19,7 +19,7 @@ SPECS = {"clean": "clean", "white_snr0": "noise:white:snr=0", "white_snr10": "no
          "reverb_slr28": "reverb:slr28", "musan_snr5_rt0.6": "noise+reverb:musan:snr=5:rt60=0.6"}
 
 
-def _write(exp: Path, tag: str, task: str, values: dict[str, float]) -> None:
+def _write(exp: Path, tag: str, task: str, values: dict[str, float], kind: str = "dev-best", why: str = "") -> None:
     spec = TASKS[task]
     for condition, value in values.items():
         path = exp / tag / task / condition / "result.json"
@@ -27,7 +27,8 @@ def _write(exp: Path, tag: str, task: str, values: dict[str, float]) -> None:
         path.write_text(json.dumps({
             "task": task, "condition": condition, "spec": SPECS[condition], "seed": 0, "upstream": tag, "ckpt": "",
             "tag": tag, "metrics": {spec.metric.name: value}, "metric": spec.metric.name,
-            "higher_better": spec.metric.higher_better, "checkpoint": "", "log": ""}))
+            "higher_better": spec.metric.higher_better, "checkpoint": "", "checkpoint_kind": kind,
+            "checkpoint_why": why, "log": ""}))
 
 
 @pytest.fixture
@@ -80,6 +81,10 @@ def test_metrics_are_parsed_from_stock_runner_output():
     assert sf == pytest.approx({"SlotF1": 80.0, "SlotCER": 30.0})
     assert parse_metrics(TASKS["ASV"], "sv-voxceleb1/test-EER: 0.05\n") == pytest.approx({"EER": 5.0})
     assert parse_metrics(TASKS["KS"], "nothing here") == {}
+    # another split's line, printed after the test split's, is never taken for it
+    assert parse_metrics(TASKS["KS"], "test acc: 0.5\ndev acc: 0.9\ntrain acc: 1.0\n") == {"Acc": 50.0}
+    assert parse_metrics(TASKS["ASR"], "test-clean wer: 12.5\ndev-clean wer: 3.0\n") == {"WER": 12.5}
+    assert parse_metrics(TASKS["SD"], "mode test acc 0.9 der 0.125\nmode dev acc 0.9 der 0.5\n") == {"DER": 12.5}
 
 
 def test_report_cli_writes_tables_and_plots(sweeps, tmp_path):
@@ -104,3 +109,29 @@ def test_report_refuses_folders_without_results(tmp_path):
     result = subprocess.run([sys.executable, "-m", "robustdistiller_upstream.cli", "report", str(tmp_path),
                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 2 and "no result.json" in result.stderr
+
+
+def test_report_names_the_checkpoint_evaluated_and_what_si_sdri_is(sweeps, tmp_path):
+    """The checkpoint column (dev-best / last), the reason under the table where it is the last one, and the
+    SI-SDRi caption next to SS's column; tables without SI-SDRi have no caption."""
+    _write(sweeps, "rd_wavlm", "ASV", {"clean": 5.0, "white_snr0": 20.0}, "last",
+           "no dev set (runner.eval_dataloaders is empty): states-20.ckpt")
+    _write(sweeps, "rd_wavlm", "SS", {"clean": 10.0, "white_snr0": 12.0})
+    out = tmp_path / "results"
+    subprocess.run([sys.executable, "-m", "robustdistiller_upstream.cli", "report", str(sweeps), "--out", str(out)],
+                   check=True, capture_output=True)
+    tables = (out / "results.md").read_text().split("## ")
+    mine = next(t for t in tables if t.startswith("rd_wavlm"))
+    assert mine.splitlines()[4].endswith("| checkpoint |")
+    rows = {line.split(" | ")[0][2:]: line for line in mine.splitlines() if line.startswith("| ")}
+    assert rows["ASV"].startswith("| ASV | EER ↓ | 5.00 |") and rows["ASV"].endswith("| last |")
+    assert all(rows[task].endswith("| dev-best |") for task in ("KS", "ASR", "SS"))
+    assert "- ASV: the last checkpoint was evaluated: no dev set (runner.eval_dataloaders is empty)" in mine
+    assert rows["SS"].startswith("| SS | SI-SDRi† ↑ | 10.00 |")
+    assert "† SI-SDRi is what the SE and SS experts print: the SI-SDR *improvement*" in mine
+    assert "the contaminated mixture" in mine
+    other = next(t for t in tables if t.startswith("distilhubert"))
+    assert "SI-SDR" not in other and "last checkpoint" not in other
+    cells = {(r["upstream"], r["task"], r["condition"]): r for r in csv.DictReader(open(out / "results.csv"))}
+    assert cells[("rd_wavlm", "ASV", "white_snr0")]["checkpoint"] == "last"
+    assert cells[("rd_wavlm", "KS", "clean")]["checkpoint"] == "dev-best"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from robustdistiller_upstream.s3prl_stack import sox_extension_error
+from system_packages import needs_sox_extension
 
 REPO = Path(__file__).resolve().parents[1]
 SOX_TASKS = {"KS": "speech_commands", "QbE": "quesst14_dtw", "ASV": "sv_voxceleb1"}
@@ -55,7 +55,7 @@ def test_plan_marks_the_sox_tasks_when_the_sox_extension_cannot_load(tmp_path):
 
 
 @pytest.mark.stock_only
-@pytest.mark.skipif(sox_extension_error() is not None, reason="this machine has no loadable sox extension")
+@needs_sox_extension
 def test_plan_runs_the_sox_tasks_where_the_extension_loads(tmp_path):
     plan = _sweep(tmp_path, "--dry-run", env={})
     assert plan.returncode == 0, plan.stderr[-3000:]

@@ -1,13 +1,25 @@
 """Generated speech, noises, rooms and corpus layouts used by every other test."""
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from robustdistiller_upstream import synthetic
 from robustdistiller_upstream.audio import audio_info, read_audio
+from robustdistiller_upstream.espeak import espeak_source, synthesize
 from system_packages import needs_espeak
 
-
+needs_wheel = pytest.mark.skipif(
+    subprocess.run([sys.executable, "-c", "import espeakng_loader"]).returncode != 0,
+    reason="needs the espeakng-loader wheel (the augment extra)")
+SOURCES = [pytest.param("program", marks=pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                                             reason="needs Debian's espeak-ng")),
+           pytest.param("library", marks=needs_wheel)]
 
 @needs_espeak
 def test_speak_writes_16k_mono_speech(tmp_path):
@@ -23,6 +35,43 @@ def test_speak_voices_differ(tmp_path):
     a, _ = read_audio(synthetic.speak("hello there", tmp_path / "a.wav", voice="en+f3", pitch=80))
     b, _ = read_audio(synthetic.speak("hello there", tmp_path / "b.wav", voice="en+m3", pitch=20))
     assert len(a) != len(b) or not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_both_sources_speak_every_voice_of_the_corpora(monkeypatch, source):
+    monkeypatch.setenv("ESPEAK_SOURCE", source)
+    assert espeak_source() == source
+    lengths = set()
+    for voice in synthetic.ESPEAK_VOICES:
+        audio, rate = synthesize("seven bright stars shine", voice, 160, 50)
+        assert rate == 22050 and audio.dtype == np.float32 and 0.8 * rate < len(audio) < 4 * rate, voice
+        assert 0.1 < np.abs(audio).max() <= 1.0, voice
+        lengths.add(len(audio))
+    assert len(lengths) > 1  # the voices differ
+    slow, _ = synthesize("seven bright stars shine", "en-us", 80, 50)
+    fast, _ = synthesize("seven bright stars shine", "en-us", 240, 50)
+    assert len(slow) > 1.5 * len(fast)
+
+
+@needs_wheel
+def test_an_unknown_voice_is_named(monkeypatch):
+    monkeypatch.setenv("ESPEAK_SOURCE", "library")
+    with pytest.raises(RuntimeError, match="no voice 'xx-no-such'"):
+        synthesize("hello", "xx-no-such", 160, 50)
+
+
+@needs_wheel
+def test_speech_without_the_program_on_path(tmp_path):
+    """With no espeak-ng program on PATH (only the venv's bin), speech comes from the wheel."""
+    code = ("from robustdistiller_upstream import synthetic, espeak; "
+            "synthetic.speak('seven bright stars', 'out.wav', voice='en-us'); print(espeak.espeak_source())")
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent))
+    env.pop("ESPEAK_SOURCE", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "library"
+    audio, _ = read_audio(tmp_path / "out.wav")
+    assert audio.shape[0] > 8000 and np.abs(audio).max() > 0.05
 
 
 def test_synthetic_speech_is_deterministic_with_pauses():

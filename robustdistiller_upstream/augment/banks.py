@@ -98,8 +98,8 @@ def rir_files(source: RirSourceConfig) -> list[Path]:
     if not simulated.is_dir() and not real.is_dir():
         raise AudioError(f"{root}: not an SLR28 tree (no simulated_rirs/ or real_rirs_isotropic_noises/)")
     files = _audio_files(simulated) if simulated.is_dir() else []
-    if real.is_dir():  # this folder mixes RIRs with isotropic noise recordings
-        files += [f for f in _audio_files(real) if "_rir_" in f.name]
+    if real.is_dir():  # this folder mixes RIRs (RWCP, REVERB: *_rir_*; AIR: air_*) with isotropic noise recordings
+        files += [f for f in _audio_files(real) if "_noise_" not in f.name]
     return files
 
 
@@ -212,14 +212,20 @@ class NoiseBank(_Bank):
     ``segment(i, offset, length, out)`` writes ``length`` samples of file ``i`` from ``offset`` (samples at the
     bank's rate), tiled when the file is shorter than ``length``, into ``out`` on any device. An in-memory bank
     keeps one copy of its audio on each device it is asked for (GPU memory: the bank's size, once), so
-    segments are copied there on the device, never sent from the host at each batch.
+    segments are copied there on the device, never sent from the host at each batch. ``groups``: source name
+    (``NoiseSourceConfig.name``, default its kind) -> positions of that source's files.
     """
 
     what = "noise"
 
-    def __init__(self, entries: Sequence[IndexEntry], sample_rate: int, memory_cap_mb: float, skipped: Counter):
+    def __init__(self, entries: Sequence[IndexEntry], sample_rate: int, memory_cap_mb: float, skipped: Counter,
+                 sources: dict[str, str] | None = None):
         super().__init__([e.path for e in entries], sample_rate, skipped)
         self.entries = list(entries)
+        # source name -> positions of its files (``sources``: path -> source name; one source "" without)
+        self.groups: dict[str, list[int]] = {}
+        for i, e in enumerate(self.entries):
+            self.groups.setdefault((sources or {}).get(e.path, ""), []).append(i)
         self.lengths = [int(e.frames * sample_rate // e.sample_rate) for e in self.entries]
         total_mb = 4 * sum(self.lengths) / 2**20
         self.in_memory = total_mb <= memory_cap_mb
@@ -239,13 +245,17 @@ class NoiseBank(_Bank):
     @classmethod
     def from_config(cls, config: BankConfig) -> "NoiseBank":
         """All noise sources of ``config`` as one bank."""
-        files = [f for source in config.noises for f in noise_files(source)]
+        sources: dict[str, str] = {}
+        for source in config.noises:
+            for f in noise_files(source):
+                sources.setdefault(str(f), source.name or source.kind)
+        files = [Path(f) for f in sources]
         if not files:
             raise AudioError(f"noise bank: no audio files under {[s.path for s in config.noises]}")
         min_frames = int(config.min_noise_seconds * config.sample_rate)
         entries = index_files(files, config.cache_dir, config.sample_rate, min_frames, "noise", config.skip_low_rate)
         good, skipped = _keep_good(entries, "noise")
-        return cls(good, config.sample_rate, config.memory_cap_mb, skipped)
+        return cls(good, config.sample_rate, config.memory_cap_mb, skipped, sources)
 
     def _decode(self, entry: IndexEntry, start: int = 0, frames: int = -1) -> np.ndarray:
         audio, rate = read_audio(entry.path, start, frames)

@@ -17,21 +17,25 @@ class NoiseSourceConfig:
     - ``urbansound8k``: ``<path>/metadata/UrbanSound8K.csv`` lists ``<path>/audio/fold*/...``, minus
       ``exclude_classes``;
     - ``dns`` (the DNS-challenge ``noise`` folder) and ``folder``: every wav/flac/ogg under ``path``.
+
+    ``name`` (default: ``kind``) is how ``DistortionSetConfig.additive`` picks this source's files.
     """
 
     kind: Literal["musan", "urbansound8k", "dns", "folder"] = "folder"
     path: str = ""
+    name: str = ""
     subsets: list[str] = field(default_factory=lambda: ["noise"])
     exclude_classes: list[str] = field(default_factory=lambda: ["children_playing", "street_music"])
 
 
 @dataclass
 class RirSourceConfig:
-    """One RIR corpus: ``slr28`` (``RIRS_NOISES/simulated_rirs/**`` and the ``*_rir_*`` files of
-    ``real_rirs_isotropic_noises``; ``path`` is ``RIRS_NOISES`` or its parent), ``dns`` (the DNS-challenge
-    ``impulse_responses`` folder) or ``folder`` (every audio file under ``path``). ``rirs_only: false`` takes
-    every ``.wav`` under an ``slr28`` tree, isotropic-noise recordings included, as the reference's
-    ``glob(SLR28/**/*.wav)`` does."""
+    """One RIR corpus: ``slr28`` (``RIRS_NOISES/simulated_rirs/**`` and the files of
+    ``real_rirs_isotropic_noises`` but its ``*_noise_*`` recordings: RWCP, REVERB and AIR RIRs; ``path`` is
+    ``RIRS_NOISES`` or its parent), ``dns`` (the DNS-challenge ``impulse_responses`` folder) or ``folder`` (every
+    audio file under ``path``). ``rirs_only: false`` takes every ``.wav`` under an ``slr28`` tree as given, noise
+    recordings included (OpenSLR's download has point-source and isotropic noises; the DNS-Challenge copy the
+    RobustDistiller README names stores RIRs only: docs/fidelity.md)."""
 
     kind: Literal["slr28", "dns", "folder"] = "folder"
     path: str = ""
@@ -67,6 +71,38 @@ class BankConfig:
     skip_low_rate: bool = True
 
 
+NON_ADDITIVE = ("reverb", "pitch", "band_reject", "clean")
+
+
+@dataclass
+class DistortionSetConfig:
+    """Setup 2 of the correlation paper ("double" distortions: nobel861017/distort-robust-distilSSL
+    ``distortions.py`` ``add_multi_distortions``): per utterance one additive distortion uniform over ``additive``,
+    then one non-additive effect uniform over ``non_additive`` on the mixture. Replaces the ``p_*`` op draw and
+    ``p_file_noise`` when ``enabled``; the SNR range, ``short_noise`` and the RIR options still apply.
+
+    ``additive``: ``clean`` (none), a generated colour (``white`` = Gaussian) or the ``name`` of a noise source
+    (one of its files, uniform). ``non_additive``: ``reverb`` (an RIR of the RIR bank), ``pitch`` (integer cents
+    uniform in [-``pitch_cents``, ``pitch_cents``)), ``band_reject`` (a band uniform on the mel scale, up to
+    27 * ``band_scaler`` / 256 of the mel range wide: SpecAugment's), ``clean``.
+    """
+
+    enabled: bool = False
+    additive: list[str] = field(default_factory=lambda: ["musan", "white", "wham", "clean"])
+    non_additive: list[str] = field(default_factory=lambda: list(NON_ADDITIVE))
+    pitch_cents: int = 500
+    band_scaler: float = 0.5
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.non_additive) - set(NON_ADDITIVE))
+        if unknown or not self.non_additive or not self.additive:
+            raise ConfigError(f"distortion_set: additive {self.additive} and non_additive {self.non_additive} must "
+                              f"be non-empty, non_additive from {list(NON_ADDITIVE)}")
+        if self.pitch_cents < 1 or self.band_scaler <= 0:
+            raise ConfigError(f"distortion_set: pitch_cents {self.pitch_cents} must be >= 1 and band_scaler "
+                              f"{self.band_scaler} > 0")
+
+
 @dataclass
 class ContaminationConfig:
     """What happens to each utterance (DESIGN 1). Defaults follow the RobustDistiller recipe.
@@ -80,6 +116,10 @@ class ContaminationConfig:
     ``compensate_delay`` shifts reverberant output left by the RIR's direct-path delay (its peak), so frames
     stay aligned with the clean input; ``normalize_rir`` scales each RIR to unit energy. Both are ours: the
     reference convolves with the raw RIR and keeps the first ``len(x)`` samples (both false in the paper recipes).
+    ``short_noise``: a file noise shorter than the utterance is tiled (``tile``, RobustDistiller) or stretched
+    (``stretch``): each sample repeated ``length // file_length + 1`` times and cut (setup 2's ``np.repeat``: the
+    noise slowed down).
+    ``distortion_set``: setup 2's draw instead of the op draw (``DistortionSetConfig``).
     """
 
     p_clean: float = 0.25
@@ -95,6 +135,8 @@ class ContaminationConfig:
     curriculum_steps: int = 0
     compensate_delay: bool = True
     normalize_rir: bool = True
+    short_noise: Literal["tile", "stretch"] = "tile"
+    distortion_set: DistortionSetConfig = field(default_factory=DistortionSetConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -19,6 +19,7 @@ import torch
 
 from robustdistiller_upstream.augment.banks import NoiseBank, RirBank
 from robustdistiller_upstream.augment.config import ContaminationConfig
+from robustdistiller_upstream.augment.effects import band_reject, draw_band, pitch_shift
 from robustdistiller_upstream.augment.generators import COLORS, colored_noise
 from robustdistiller_upstream.augment.ops import fft_convolve, fft_size, length_mask, snr_gain
 from robustdistiller_upstream.augment.spectra import RirSpectra
@@ -32,11 +33,15 @@ RIR_SPECTRA_CACHE_BYTES = 256 * 2**20
 
 @dataclass(frozen=True)
 class TransformRecord:
-    """What was done to one utterance. Noise offsets and delays in samples at the bank rate; SNR in dB.
+    """What was done to one utterance, in this order: noise, reverberation, pitch shift, band rejection. Noise
+    offsets and delays in samples at the bank rate; SNR in dB.
 
-    ``noise``: a noise file path or a generated colour (``white``/``pink``/``brown``, drawn from
-    ``noise_seed``). ``rir``: an RIR file path or a simulated room name. ``noise_gain`` (linear factor on the
-    noise) and ``rir_delay`` (samples removed by delay compensation) are filled in by ``apply``.
+    ``op``: one of ``OPS``, or ``<additive>+<non-additive>`` under a distortion set (``white+pitch``). ``noise``: a
+    noise file path or a generated colour (``white``/``pink``/``brown``, drawn from ``noise_seed``);
+    ``noise_repeat``: each sample of a short file noise repeated that many times (``short_noise: stretch``).
+    ``rir``: an RIR file path or a simulated room name. ``pitch_cents``: pitch shift in cents;
+    ``band_low_hz``/``band_high_hz``: the rejected band. ``noise_gain`` (linear factor on the noise) and
+    ``rir_delay`` (samples removed by delay compensation) are filled in by ``apply``.
     """
 
     op: str
@@ -46,9 +51,13 @@ class TransformRecord:
     noise_offset: Optional[int] = None
     noise_seed: Optional[int] = None
     noise_gain: Optional[float] = None
+    noise_repeat: Optional[int] = None
     rir: Optional[str] = None
     rir_channel: Optional[int] = None
     rir_delay: Optional[int] = None
+    pitch_cents: Optional[int] = None
+    band_low_hz: Optional[float] = None
+    band_high_hz: Optional[float] = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -92,11 +101,21 @@ class Contaminator:
         self.rir_bank = rir_bank
         self.rir_spectra = None if rir_bank is None else RirSpectra(
             rir_bank, config.normalize_rir, config.compensate_delay, RIR_SPECTRA_CACHE_BYTES)
-        needs_noise = config.p_noise + config.p_noise_reverb > 0
-        if needs_noise and config.p_file_noise > 0 and not noise_bank:
-            raise AudioError("contamination draws file noises (p_file_noise > 0) but the noise bank is empty")
-        if config.p_reverb + config.p_noise_reverb > 0 and not rir_bank:
-            raise AudioError("contamination draws reverberation but the RIR bank is empty")
+        distortions = config.distortion_set
+        if distortions.enabled:
+            sources = [a for a in distortions.additive if a != "clean" and a not in COLORS]
+            missing = sorted(set(sources) - set(noise_bank.groups if noise_bank else ()))
+            if missing:
+                raise AudioError(f"distortion_set.additive names noise sources {missing}, but the noise bank has "
+                                 f"{sorted(noise_bank.groups) if noise_bank else 'none'} (NoiseSourceConfig.name)")
+            if "reverb" in distortions.non_additive and not rir_bank:
+                raise AudioError("distortion_set.non_additive draws reverb but the RIR bank is empty")
+        else:
+            needs_noise = config.p_noise + config.p_noise_reverb > 0
+            if needs_noise and config.p_file_noise > 0 and not noise_bank:
+                raise AudioError("contamination draws file noises (p_file_noise > 0) but the noise bank is empty")
+            if config.p_reverb + config.p_noise_reverb > 0 and not rir_bank:
+                raise AudioError("contamination draws reverberation but the RIR bank is empty")
         self._stream = np.random.default_rng(config.seed)
         if config.curriculum == "inc_steps_noises":
             # the reference's tables (robustness.py, RobustEnvironment): float32 linspace, round half to even
@@ -163,27 +182,67 @@ class Contaminator:
 
     def _draw(self, seed: int, length: int, probs: np.ndarray, snr_range: tuple[float, float]) -> TransformRecord:
         cfg, rng = self.config, np.random.default_rng(seed)
+        if cfg.distortion_set.enabled:
+            return self._draw_set(rng, seed, length, snr_range)
         op = OPS[int(rng.choice(len(OPS), p=probs))]
         fields: dict[str, Any] = {}
         if "noise" in op:
-            lo, hi = snr_range
-            if cfg.snr_integer and math.ceil(lo) <= math.floor(hi):
-                fields["snr_db"] = float(rng.integers(math.ceil(lo), math.floor(hi) + 1))
-            else:
-                fields["snr_db"] = float(rng.uniform(lo, hi))
+            fields["snr_db"] = self._snr(rng, snr_range)
             if self.noise_bank and rng.random() < cfg.p_file_noise:
-                index = int(rng.integers(len(self.noise_bank)))
-                room = self.noise_bank.lengths[index] - length
-                fields["noise"] = self.noise_bank.names[index]
-                fields["noise_offset"] = int(rng.integers(room + 1)) if room > 0 else 0
+                fields.update(self._file_noise(rng, int(rng.integers(len(self.noise_bank))), length))
             else:
-                fields["noise"] = cfg.generated_noise[int(rng.integers(len(cfg.generated_noise)))]
-                fields["noise_seed"] = int(rng.integers(2**31 - 1))
+                color = cfg.generated_noise[int(rng.integers(len(cfg.generated_noise)))]
+                fields.update(self._generated_noise(rng, color))
         if "reverb" in op:
-            index = int(rng.integers(len(self.rir_bank)))
-            fields["rir"] = self.rir_bank.names[index]
-            fields["rir_channel"] = int(rng.integers(self.rir_bank.channels(index)))
+            fields.update(self._rir(rng))
         return TransformRecord(op=op, seed=seed, **fields)
+
+    def _draw_set(self, rng: np.random.Generator, seed: int, length: int,
+                  snr_range: tuple[float, float]) -> TransformRecord:
+        """Setup 2's draw: one additive distortion, then one non-additive effect, each uniform over its list."""
+        distortions = self.config.distortion_set
+        additive = distortions.additive[int(rng.integers(len(distortions.additive)))]
+        effect = distortions.non_additive[int(rng.integers(len(distortions.non_additive)))]
+        fields: dict[str, Any] = {}
+        if additive != "clean":
+            fields["snr_db"] = self._snr(rng, snr_range)
+            if additive in COLORS:
+                fields.update(self._generated_noise(rng, additive))
+            else:
+                files = self.noise_bank.groups[additive]
+                fields.update(self._file_noise(rng, files[int(rng.integers(len(files)))], length))
+        if effect == "reverb":
+            fields.update(self._rir(rng))
+        elif effect == "pitch":
+            fields["pitch_cents"] = int(rng.integers(-distortions.pitch_cents, distortions.pitch_cents))
+        elif effect == "band_reject":
+            fields["band_low_hz"], fields["band_high_hz"] = draw_band(rng, self.sample_rate, distortions.band_scaler)
+        return TransformRecord(op=f"{additive}+{effect}", seed=seed, **fields)
+
+    def _snr(self, rng: np.random.Generator, snr_range: tuple[float, float]) -> float:
+        lo, hi = snr_range
+        if self.config.snr_integer and math.ceil(lo) <= math.floor(hi):
+            return float(rng.integers(math.ceil(lo), math.floor(hi) + 1))
+        return float(rng.uniform(lo, hi))
+
+    def _file_noise(self, rng: np.random.Generator, index: int, length: int) -> dict[str, Any]:
+        """File ``index`` of the noise bank: a random offset when longer than ``length``; when shorter, tiled
+        from 0 or (``short_noise: stretch``) each sample repeated ``noise_repeat`` times."""
+        file_length = self.noise_bank.lengths[index]
+        fields: dict[str, Any] = {"noise": self.noise_bank.names[index], "noise_offset": 0}
+        if file_length > length:
+            fields["noise_offset"] = int(rng.integers(file_length - length + 1))
+        elif file_length < length and self.config.short_noise == "stretch":
+            fields["noise_repeat"] = length // file_length + 1
+        return fields
+
+    @staticmethod
+    def _generated_noise(rng: np.random.Generator, color: str) -> dict[str, Any]:
+        return {"noise": color, "noise_seed": int(rng.integers(2**31 - 1))}
+
+    def _rir(self, rng: np.random.Generator) -> dict[str, Any]:
+        index = int(rng.integers(len(self.rir_bank)))
+        return {"rir": self.rir_bank.names[index], "rir_channel": int(rng.integers(self.rir_bank.channels(index)))}
 
     def _noise_batch(self, records: Sequence[TransformRecord], lengths: Sequence[int], samples: int,
                      device: torch.device) -> torch.Tensor:
@@ -197,7 +256,13 @@ class Contaminator:
                 raise AudioError(f"record names noise file {record.noise!r} but there is no noise bank")
             else:
                 bank = self.noise_bank
-                bank.segment(bank.index_of(record.noise), record.noise_offset or 0, length, out=row[:length])
+                index = bank.index_of(record.noise)
+                if record.noise_repeat:  # setup 2's np.repeat: each sample noise_repeat times
+                    whole = torch.empty(bank.lengths[index], device=row.device)
+                    bank.segment(index, 0, len(whole), out=whole)
+                    row[:length].copy_(whole.repeat_interleave(record.noise_repeat)[:length])
+                else:
+                    bank.segment(index, record.noise_offset or 0, length, out=row[:length])
             if length < samples:
                 row[length:] = 0.0
         return noise
@@ -272,6 +337,17 @@ class Contaminator:
                 out[reverb_rows] = wet
             for b, delay in zip(reverberant, delays):
                 filled[b] = dataclasses.replace(filled[b], rir_delay=delay)
+        for b, record in enumerate(records):  # each its own rate: one row at a time, on the device
+            if record.pitch_cents:
+                out[b, : host_lengths[b]] = pitch_shift(out[b, : host_lengths[b]], record.pitch_cents)
+        banded = [b for b, r in enumerate(records) if r.band_low_hz is not None]
+        if banded:
+            rows = torch.tensor(banded, device=device)
+            edges = torch.tensor([[records[b].band_low_hz, records[b].band_high_hz] for b in banded], device=device)
+            filtered = band_reject(out[rows], edges[:, 0], edges[:, 1], self.sample_rate)
+            if padded:
+                filtered.mul_(length_mask(lengths[rows], samples))
+            out[rows] = filtered
         if gains is not None:
             for b, gain in zip(noisy, gains.tolist()):
                 filled[b] = dataclasses.replace(filled[b], noise_gain=gain)

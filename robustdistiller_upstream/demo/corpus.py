@@ -1,13 +1,16 @@
-"""Spoken keyword corpora in the Speech Commands v0.01 layout (espeak-ng speech), for the demo's KS task and the
-SUPERB end-to-end tests.
+"""Spoken command corpora (espeak-ng speech) for the demo's downstream task and the SUPERB end-to-end tests.
 
-``write_speech_commands(root)``: ``root/speech_commands_v0.01/WORD/SPK_nohash_0.wav`` (+ ``_background_noise_``)
-and ``root/speech_commands_test_set_v0.01/{WORD,_unknown_,_silence_}/*.wav``. Speakers are espeak-ng voice x
-pitch x speed variants; train and test speakers are disjoint.
+- ``write_speech_commands(root)``: ``root/speech_commands_v0.01/WORD/SPK_nohash_0.wav`` (+ ``_background_noise_``)
+  and ``root/speech_commands_test_set_v0.01/{WORD,_unknown_,_silence_}/*.wav`` (Speech Commands v0.01, KS);
+- ``write_fluent_commands(root)``: ``root/fluent_speech_commands_dataset/wavs/speakers/SPK/*.wav`` and
+  ``data/{train,valid,test}_data.csv`` (Fluent Speech Commands, IC).
+
+Speakers are espeak-ng voice x pitch x speed variants; train, dev and test speakers are disjoint.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import itertools
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +21,22 @@ from robustdistiller_upstream.synthetic import make_noise, speak
 
 KS_WORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 KS_UNKNOWN = ["bird", "tree"]
+# Fluent Speech Commands intents: (transcription, action, object, location); IC counts an utterance right when all
+# three slots are
+IC_INTENTS = [
+    ("turn on the lights in the kitchen", "activate", "lights", "kitchen"),
+    ("switch off the kitchen lights", "deactivate", "lights", "kitchen"),
+    ("play the music", "activate", "music", "none"),
+    ("stop the music", "deactivate", "music", "none"),
+    ("make the bedroom warmer", "increase", "heat", "bedroom"),
+    ("make the bedroom cooler", "decrease", "heat", "bedroom"),
+    ("turn up the volume", "increase", "volume", "none"),
+    ("turn down the volume", "decrease", "volume", "none"),
+    ("turn on the lamp", "activate", "lamp", "none"),
+    ("turn off the lamp", "deactivate", "lamp", "none"),
+    ("bring me the newspaper", "bring", "newspaper", "none"),
+    ("switch off the washroom lights", "deactivate", "lights", "washroom"),
+]
 _VOICES = ["en-gb", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-gb-x-gbcwmd"]
 
 
@@ -52,3 +71,28 @@ def write_speech_commands(root: Path, n_train_speakers: int = 12, n_test_speaker
         quiet = 0.02 * make_noise("brown", 1.0, 16000, seed=10 + i)
         write_audio_atomic(test / "_silence_" / f"silence_{i}.wav", quiet, 16000)
     return train, test
+
+
+def write_fluent_commands(root: Path, n_train_speakers: int = 12, n_valid_speakers: int = 2,
+                          n_test_speakers: int = 6, intents: list[tuple[str, str, str, str]] = IC_INTENTS) -> Path:
+    """Root of an IC corpus: every speaker says every one of ``intents`` once."""
+    base = root / "fluent_speech_commands_dataset"
+    splits = {"train": speakers(n_train_speakers), "valid": speakers(n_valid_speakers, n_train_speakers),
+              "test": speakers(n_test_speakers, n_train_speakers + n_valid_speakers)}
+    jobs, rows = [], {name: [] for name in splits}
+    for name, group in splits.items():
+        for spk, voice, pitch, speed in group:
+            for i, (text, action, obj, location) in enumerate(intents):
+                rel = f"wavs/speakers/{spk}/{spk}_{i}.wav"
+                jobs.append((text, base / rel, voice, pitch, speed))
+                rows[name].append({"path": rel, "speakerId": spk, "transcription": text, "action": action,
+                                   "object": obj, "location": location})
+    speak_all(jobs)
+    (base / "data").mkdir(parents=True, exist_ok=True)
+    for name, split_rows in rows.items():
+        with open(base / "data" / f"{name}_data.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["", *split_rows[0]])
+            writer.writeheader()
+            for index, row in enumerate(split_rows):
+                writer.writerow({"": index, **row})
+    return base

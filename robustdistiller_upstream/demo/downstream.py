@@ -1,5 +1,5 @@
-"""The demo's downstream part: keyword spotting (KS) through ``run_superb.sh`` (the stock s3prl runner) for both
-students and the teacher's own features, under test conditions the pretraining never saw, then
+"""The demo's downstream part: keyword spotting (KS), or intent classification (IC) where s3prl's KS dataset cannot
+read audio (no libsox), through ``run_superb.sh`` (the stock s3prl runner) for both students and the teacher's own features, under test conditions the pretraining never saw, then
 ``robustdistiller report`` and a mean +- spread table over seeds.
 
 Every command is run as printed (``shlex.join``), so a user can paste it to redo or extend one part.
@@ -28,10 +28,12 @@ from robustdistiller_upstream.superb.results import read_results
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
-# KS test conditions (augment.conditions grammar): MUSAN-layout noise files and simulated rooms that the
-# pretraining never saw (the pretraining used other noise files and other rooms)
+# test conditions (augment.conditions grammar): white noise, MUSAN-layout noise files and simulated rooms that
+# the pretraining never saw (the pretraining used other noise files, other draws of generated noise, other rooms)
 CONDITIONS = {
     "clean": "clean",
+    "white_snr20": "noise:white:snr=20",
+    "white_snr10": "noise:white:snr=10",
     "noise_snr10": "noise:musan:snr=10",
     "noise_snr5": "noise:musan:snr=5",
     "reverb_rt0.6": "reverb:rt60=0.6:rooms=4",
@@ -41,8 +43,41 @@ TEACHER_FEATURES = "fbank_no_cmvn"  # s3prl's log-mel upstream: what the student
 
 
 @dataclass(frozen=True)
-class KsBudget:
-    """KS training of each upstream: steps of ``batch_size`` utterances at learning rate ``lr``; one dev
+class Task:
+    """A downstream task of the demo: its SUPERB ``name``, what it is, where ``run_superb.sh``'s data root holds
+    its corpus (``folder`` under the demo's data), and the datarc key of the training batch size."""
+
+    name: str
+    title: str
+    folder: str
+    batch_key: str
+
+
+TASKS = {"KS": Task("KS", "keyword spotting", "ks", "batch_size"),
+         "IC": Task("IC", "intent classification", "ic", "train_batch_size")}
+
+
+def pick_task(requested: str) -> tuple[Task, str]:
+    """The task to run (``auto``: KS where s3prl's KS dataset can read audio, else IC, whose dataset reads through
+    soundfile) and why it cannot run here ('' when it can)."""
+    from robustdistiller_upstream.espeak import MISSING
+    from robustdistiller_upstream.s3prl_stack import sox_extension_error
+    from robustdistiller_upstream.synthetic import have_espeak
+
+    if requested not in ("auto", *TASKS):
+        raise ConfigError(f"--task {requested!r}: use auto, {' or '.join(TASKS)}")
+    sox_error = sox_extension_error()
+    task = TASKS["IC" if requested == "IC" or (requested == "auto" and sox_error) else "KS"]
+    if not have_espeak():
+        return task, f"{MISSING}: the commands cannot be spoken"
+    if task.name == "KS" and sox_error:
+        return task, f"s3prl's KS dataset cannot read audio here: {sox_error} (--task IC runs without it)"
+    return task, ""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Downstream training of each upstream: steps of ``batch_size`` utterances at learning rate ``lr``; one dev
     evaluation at the end picks the checkpoint the conditions are scored with."""
 
     steps: int = 150
@@ -67,7 +102,7 @@ def pick_conditions(names: str) -> list[str]:
     chosen = {n.strip() for n in names.split(",") if n.strip()}
     unknown = chosen - set(CONDITIONS)
     if unknown or not chosen:
-        raise ConfigError(f"--ks-conditions {names!r}: unknown {sorted(unknown)}; known: {', '.join(CONDITIONS)}")
+        raise ConfigError(f"--conditions {names!r}: unknown {sorted(unknown)}; known: {', '.join(CONDITIONS)}")
     return [name for name in CONDITIONS if name in chosen]
 
 
@@ -85,17 +120,17 @@ def runner_env() -> dict[str, str]:
     return {"SUPERB_NUM_WORKERS": "0", "OMP_NUM_THREADS": "1"}
 
 
-def sweep_command(upstream: Upstream, data_root: Path, exp_root: Path, conditions: Path, budget: KsBudget,
+def sweep_command(task: Task, upstream: Upstream, data_root: Path, exp_root: Path, conditions: Path, budget: Budget,
                   seed: int) -> list[str]:
-    """``bash run_superb.sh`` for KS of ``upstream``, the stock runner's ``--seed`` set to ``seed``."""
+    """``bash run_superb.sh`` for ``task`` of ``upstream``, the stock runner's ``--seed`` set to ``seed``."""
     command = ["bash", str(REPO / "run_superb.sh"), "--upstream", upstream.name, "--tag", upstream.tag,
-               "--tasks", "KS", "--conditions", str(conditions), "--data-root", str(data_root),
+               "--tasks", task.name, "--conditions", str(conditions), "--data-root", str(data_root),
                "--exp-root", str(exp_root)]
     if upstream.ckpt:
         command += ["--ckpt", upstream.ckpt]
     overrides = [f"runner.total_steps={budget.steps}", f"runner.eval_step={budget.steps}",
                  f"runner.save_step={budget.steps}", f"runner.log_step={max(budget.steps // 4, 1)}",
-                 f"optimizer.lr={budget.lr}", f"downstream_expert.datarc.batch_size={budget.batch_size}"]
+                 f"optimizer.lr={budget.lr}", f"downstream_expert.datarc.{task.batch_key}={budget.batch_size}"]
     for override in overrides:
         command += ["-o", override]
     command += ["--", "--seed", str(seed)]
@@ -153,10 +188,10 @@ def stop_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def accuracies(exp_root: Path) -> dict[tuple[str, str], float]:
-    """``{(tag, condition): KS test accuracy in %}`` of every finished evaluation under ``exp_root``."""
+def accuracies(exp_root: Path, task: Task) -> dict[tuple[str, str], float]:
+    """``{(tag, condition): test accuracy in %}`` of ``task``'s finished evaluations under ``exp_root``."""
     return {(row["tag"], row["condition"]): row["metrics"][row["metric"]] for row in read_results([exp_root])
-            if "error" not in row and row.get("task") == "KS"}
+            if "error" not in row and row.get("task") == task.name}
 
 
 def seed_table(results: dict[tuple[str, str], float], rows: Iterable[tuple[str, str]], seeds: int,
@@ -175,7 +210,7 @@ def seed_table(results: dict[tuple[str, str], float], rows: Iterable[tuple[str, 
 
 
 def format_seed_table(table: list[dict], seeds: int, conditions: Sequence[str]) -> str:
-    """Markdown: KS test accuracy in %, ``mean ± spread`` over ``seeds`` seeds."""
+    """Markdown: test accuracy in %, ``mean ± spread`` over ``seeds`` seeds."""
     head = "| upstream | " + " | ".join(f"{name} (`{CONDITIONS[name]}`)" for name in conditions) + " |"
     lines = [head, "|---|" + "---:|" * len(conditions)]
     for row in table:

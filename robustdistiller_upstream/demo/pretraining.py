@@ -24,14 +24,12 @@ RECIPE = REPO / "pretrain" / "demo.yaml"
 
 def make_data(root: Path, speakers: int, utterances: int, held_out: int) -> dict[str, Path]:
     """Writes the training corpus and banks, and the held-out evaluation utterances and noises."""
-    from robustdistiller_upstream.synthetic import (
-        have_espeak,
-        write_librispeech,
-        write_musan_noise,
-        write_slr28_rirs,
-    )
+    from robustdistiller_upstream.espeak import espeak_source
+    from robustdistiller_upstream.synthetic import write_librispeech, write_musan_noise, write_slr28_rirs
 
-    logger.info("writing the corpus under %s (%s)", root, "espeak-ng" if have_espeak() else "speech-like tones: no espeak-ng")
+    source = espeak_source()
+    logger.info("writing the corpus under %s (%s)", root,
+                f"espeak-ng {source}" if source else "speech-like tones: no espeak-ng")
     write_librispeech(root / "LibriSpeech", ["train-clean-100"], n_speakers=speakers, n_utterances=utterances)
     held_out = write_librispeech(root / "LibriSpeech", ["dev-clean"], n_speakers=2, n_utterances=held_out, seed=1)
     write_musan_noise(root / "musan", 8, seed=0)

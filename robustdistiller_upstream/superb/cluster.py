@@ -72,7 +72,7 @@ class SweepStep:
             sweep.attempt(plan, run, None)
         if run.status == "failed":
             raise StepFailed(run.reason)
-        return {"status": run.status, "seconds": run.seconds}
+        return {"status": run.status, "seconds": run.seconds, **run.checkpoint_record()}
 
     def checkpoint(self) -> Any:
         """Time limit / preemption: requeue; a training resumes from its last s3prl checkpoint (``-a``), a
@@ -185,6 +185,7 @@ class Scheduler:
         try:
             record = node.job.result()
             node.run.status, node.run.seconds = "done", float(record["seconds"])
+            node.run.take_checkpoint(record)
         except Exception as exc:  # the step failed, or its job did (killed, out of memory, time limit), or scancel
             cancelled = slurm_status(str(node.job.state)) == "cancelled"
             reason = "its job was cancelled (scancel)" if cancelled else failure_reason(exc)

@@ -3,8 +3,10 @@
 From the ``result.json`` files of one or more sweeps (``superb.results``):
 
 - ``results.csv``: one row per upstream x task x condition: metric, direction, value, clean value and the
-  relative degradation vs clean in % (positive = worse, whatever the metric's direction), and the folds averaged;
-- ``results.md``: per upstream, a task x condition table (``value (+x.x%)``) and the overall score per condition;
+  relative degradation vs clean in % (positive = worse, whatever the metric's direction), the folds averaged, and
+  which downstream checkpoint was evaluated (``dev-best`` or ``last``, and why: ``sweep.pick_checkpoint``);
+- ``results.md``: per upstream, a task x condition table (``value (+x.x%)``, the checkpoint evaluated per task, the
+  reason under the table where it is the last one), the overall score per condition, and what SI-SDRi means;
 - ``score.csv``: the SUPERB-style overall score per upstream and condition: ``1000 * mean over tasks of
   (value - fbank) / (sota - fbank)`` with reference points from ``superb_reference.yaml`` (tasks without one
   are left out and named);
@@ -71,6 +73,8 @@ class Cell:
     value: float
     clean: Optional[float] = None
     folds: int = 0  # results averaged into ``value`` (tasks with folds; 0: one result)
+    checkpoint: str = ""  # the downstream checkpoint evaluated: dev-best | last | none (QbE); "" before it was recorded
+    checkpoint_why: str = ""
 
     @property
     def degradation(self) -> Optional[float]:
@@ -99,7 +103,11 @@ def collect(rows: Iterable[dict[str, Any]]) -> list[Cell]:
         values = [float(r["metrics"][r["metric"]]) for r in group]
         cells[key] = Cell(row["tag"], row["task"], row["condition"], row["spec"], row["metric"],
                           bool(row["higher_better"]), sum(values) / len(values),
-                          folds=len(group) if row.get("fold") else 0)
+                          folds=len(group) if row.get("fold") else 0,
+                          checkpoint="/".join(sorted({r.get("checkpoint_kind", "") for r in group})),
+                          checkpoint_why="; ".join(sorted({f"{r['fold']}: {r['checkpoint_why']}" if r.get("fold")
+                                                           else r["checkpoint_why"] for r in group
+                                                           if r.get("checkpoint_kind") == "last"})))
     for cell in cells.values():
         clean = next((c for c in cells.values() if (c.tag, c.task) == (cell.tag, cell.task)
                       and describe(c.spec).op == "clean"), None)
@@ -148,10 +156,10 @@ def write_csv(cells: list[Cell], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["upstream", "task", "condition", "spec", "metric", "higher_better", "value", "clean",
-                         "degradation_pct", "folds"])
+                         "degradation_pct", "folds", "checkpoint", "checkpoint_why"])
         for c in cells:
             writer.writerow([c.tag, c.task, c.condition, c.spec, c.metric, int(c.higher_better), _fmt(c.value, 4),
-                             _fmt(c.clean, 4), _fmt(c.degradation, 2), c.folds])
+                             _fmt(c.clean, 4), _fmt(c.degradation, 2), c.folds, c.checkpoint, c.checkpoint_why])
 
 
 def markdown(cells: list[Cell], scores: list[dict[str, Any]]) -> str:
@@ -161,8 +169,9 @@ def markdown(cells: list[Cell], scores: list[dict[str, Any]]) -> str:
         mine = [c for c in cells if c.tag == tag]
         conditions = list(dict.fromkeys(c.condition for c in sorted(mine, key=lambda c: _order(c)[2:])))
         out.write(f"## {tag}\n\nValue (relative degradation vs clean, positive = worse).\n\n")
-        out.write("| task | metric | " + " | ".join(conditions) + " |\n")
-        out.write("|---|---|" + "---|" * len(conditions) + "\n")
+        out.write("| task | metric | " + " | ".join(conditions) + " | checkpoint |\n")
+        out.write("|---|---|" + "---|" * len(conditions) + "---|\n")
+        notes = []
         for task in dict.fromkeys(c.task for c in mine):
             by_cond = {c.condition: c for c in mine if c.task == task}
             first = next(iter(by_cond.values()))
@@ -176,8 +185,16 @@ def markdown(cells: list[Cell], scores: list[dict[str, Any]]) -> str:
                     row.append(_fmt(c.value))
                 else:
                     row.append(f"{_fmt(c.value)} ({c.degradation:+.1f}%)")
-            out.write(f"| {_task_label(task, list(by_cond.values()))} | {first.metric} {arrow} | " + " | ".join(row)
-                      + " |\n")
+            kinds = "/".join(sorted({c.checkpoint for c in by_cond.values()} - {""})) or "not recorded"
+            whys = sorted({c.checkpoint_why for c in by_cond.values()} - {""})
+            notes += [f"- {task}: the last checkpoint was evaluated: {why}" for why in whys]
+            mark = SI_SDRI_MARK if first.metric == SI_SDRI else ""
+            out.write(f"| {_task_label(task, list(by_cond.values()))} | {first.metric}{mark} {arrow} | "
+                      + " | ".join(row) + f" | {kinds} |\n")
+        if notes:
+            out.write("\n" + "\n".join(notes) + "\n")
+        if any(c.metric == SI_SDRI for c in mine):
+            out.write(f"\n{SI_SDRI_MARK} {SI_SDRI_CAPTION}\n")
         mine_scores = {s["condition"]: s for s in scores if s["tag"] == tag}
         if mine_scores:
             clean_tasks = next((s["tasks"] for c, s in mine_scores.items() if describe(
@@ -191,6 +208,13 @@ def markdown(cells: list[Cell], scores: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
+SI_SDRI, SI_SDRI_MARK = "SI-SDRi", "†"
+SI_SDRI_CAPTION = ("SI-SDRi is what the SE and SS experts print: the SI-SDR *improvement* of their output over "
+                   "their input (SE: the noisy utterance, SS: the mixture), in dB. Under a contaminated condition "
+                   "that input is the contaminated mixture: each value is the gain over that condition's own, "
+                   "worse, input, not the output's SI-SDR, so it is not comparable across conditions as a quality.")
+
+
 def _task_label(task: str, cells: list[Cell]) -> str:
     """``ER (mean of 5/5 folds)`` for a task with folds (``2-5/5`` when conditions hold different counts)."""
     counts = sorted({c.folds for c in cells})
@@ -199,6 +223,11 @@ def _task_label(task: str, cells: list[Cell]) -> str:
     total = TASKS[task].folds if task in TASKS else counts[-1]
     held = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return f"{task} (mean of {held}/{total} folds)"
+
+
+def _axis_label(cell: Cell) -> str:
+    over = " over the (contaminated) input" if cell.metric == SI_SDRI else ""
+    return f"{cell.metric}{over} ({'higher' if cell.higher_better else 'lower'} is better)"
 
 
 def plot_snr(cells: list[Cell], out_dir: Path) -> list[Path]:
@@ -231,7 +260,7 @@ def plot_snr(cells: list[Cell], out_dir: Path) -> list[Path]:
             ax.set_xlabel("SNR (dB)")
             ax.grid(alpha=0.3)
         first = noisy[0]
-        axes[0][0].set_ylabel(f"{first.metric} ({'higher' if first.higher_better else 'lower'} is better)")
+        axes[0][0].set_ylabel(_axis_label(first))
         axes[0][-1].legend(fontsize=8, title="dotted: clean", title_fontsize=7)
         fig.tight_layout()
         path = out_dir / f"snr_{task}.png"
@@ -265,7 +294,7 @@ def plot_reverb(cells: list[Cell], out_dir: Path) -> Optional[Path]:
         ax.set_xticks([j + width * (len(tags) - 1) / 2 for j in range(len(conditions))])
         ax.set_xticklabels(conditions, rotation=30, ha="right", fontsize=8)
         ax.set_title(task)
-        ax.set_ylabel(f"{mine[0].metric} ({'higher' if mine[0].higher_better else 'lower'} is better)")
+        ax.set_ylabel(_axis_label(mine[0]))
         ax.grid(axis="y", alpha=0.3)
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()

@@ -3,7 +3,8 @@ every test condition, all with the stock s3prl runner (through ``superb.launch``
 
 Layout of one upstream's sweep, ``<exp_root>/<tag>/``::
 
-    <TASK>/train/           s3prl expdir of the training run; done.json once finished (best checkpoint named)
+    <TASK>/train/           s3prl expdir of the training run; done.json once finished: the checkpoint its
+                            evaluations use (``pick_checkpoint``: the dev-best one, else the last, and why)
     <TASK>/<CONDITION>/     s3prl expdir of one evaluate run; run.log (runner output), result.json once parsed
     summary.json            what the last invocation did, per run: done / skipped / failed (+ reason); on a
                             cluster also queued / running, job ids and logs (``superb.cluster``)
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 DONE = "done.json"
 RUN_LOG = "run.log"
 _LAUNCH = [sys.executable, "-m", "robustdistiller_upstream.superb.launch"]
+# the downstream checkpoint evaluated (``pick_checkpoint``): in done.json, result.json and summary.json rows
+CHECKPOINT_KEYS = ("checkpoint", "checkpoint_kind", "checkpoint_why")
 
 
 @dataclass
@@ -88,6 +91,19 @@ class Run:
     seconds: float = 0.0
     job_id: str = ""  # the cluster job that runs it, and that job's log
     log: str = ""
+    # the downstream checkpoint a training picked and its evaluations use: path, "dev-best" | "last", and why
+    checkpoint: str = ""
+    checkpoint_kind: str = ""
+    checkpoint_why: str = ""
+
+    def checkpoint_record(self) -> dict[str, str]:
+        """The ``CHECKPOINT_KEYS`` fields."""
+        return {key: getattr(self, key) for key in CHECKPOINT_KEYS}
+
+    def take_checkpoint(self, record: dict[str, Any]) -> None:
+        """Takes the ``CHECKPOINT_KEYS`` fields of ``record`` (a marker, a cluster job's result; absent: "")."""
+        for key in CHECKPOINT_KEYS:
+            setattr(self, key, str(record.get(key, "")))
 
 
 @dataclass
@@ -105,6 +121,25 @@ class TaskPlan:
     def label(self) -> str:
         """``ER/fold2`` for a fold, else the task name: the runs' ``task`` and the folder under the sweep."""
         return f"{self.spec.name}/{self.fold}" if self.fold else self.spec.name
+
+
+def pick_checkpoint(expdir: Path, runner: dict[str, Any]) -> dict[str, str]:
+    """The checkpoint of a finished training that its evaluations use: ``{"checkpoint", "checkpoint_kind",
+    "checkpoint_why"}``. The expert's dev-best (``*best*.ckpt``) where it saved one, else the runner's last
+    ``states-*.ckpt``: with no dev set (``runner.eval_dataloaders`` empty: ASV, whose stock expert scores its dev
+    evaluation with the test trials), or when no dev evaluation saved a best one."""
+    best = sorted(expdir.glob("*best*.ckpt"))
+    if best:
+        return {"checkpoint": str(best[0]), "checkpoint_kind": "dev-best",
+                "checkpoint_why": f"the expert's best dev score ({best[0].name})"}
+    states = sorted(expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[-1]))
+    if not states:
+        raise RuntimeError(f"training finished without a checkpoint in {expdir}")
+    dev = runner.get("eval_dataloaders") or []
+    why = ("no dev set (runner.eval_dataloaders is empty)" if not dev else
+           f"no dev evaluation on {', '.join(dev)} saved a best checkpoint (runner.eval_step "
+           f"{runner.get('eval_step')}, total_steps {runner.get('total_steps')})")
+    return {"checkpoint": str(states[-1]), "checkpoint_kind": "last", "checkpoint_why": f"{why}: {states[-1].name}"}
 
 
 def default_tag(cfg: SweepConfig) -> str:
@@ -244,6 +279,7 @@ class Sweep:
             if marker.is_file():
                 run.status = "skipped"
                 made = json.loads(marker.read_text())
+                run.take_checkpoint(made)
                 if (made.get("upstream"), made.get("ckpt")) != (self.cfg.upstream, self.ckpt):
                     error = error or (f"{marker} was made with upstream {made.get('upstream')!r} ckpt "
                                       f"{made.get('ckpt')!r}, not {self.cfg.upstream!r} {self.ckpt!r}: "
@@ -293,9 +329,10 @@ class Sweep:
                     f",,args.expdir={_check_override_value(str(run.expdir), 'expdir')}")
         return _LAUNCH + ["-m", "evaluate", "-e", str(checkpoint), *split, "-o", override, *self._device_args(gpu)]
 
-    def best_checkpoint(self, plan: TaskPlan) -> Path:
-        done = self.exp / plan.label / "train" / DONE
-        return Path(json.loads(done.read_text())["checkpoint"])
+    def trained(self, plan: TaskPlan) -> dict[str, str]:
+        """The checkpoint of the task's finished training, its kind and why (``pick_checkpoint``, in done.json)."""
+        done = json.loads((self.exp / plan.label / "train" / DONE).read_text())
+        return {key: done.get(key, "") for key in CHECKPOINT_KEYS}
 
     # ---- running --------------------------------------------------------------------------------------
 
@@ -325,12 +362,8 @@ class Sweep:
             plan.spec.prepare(plan.config, self.cond_root / "_prepared" / plan.spec.name)
         self._write_config(plan, run)
         self._run_runner(self.train_command(plan, run, gpu), run, gpu, plan.spec.downstream)
-        best = sorted(run.expdir.glob("*best*.ckpt"))
-        states = sorted(run.expdir.glob("states-*.ckpt"), key=lambda p: int(p.stem.split("-")[-1]))
-        if not best and not states:
-            raise RuntimeError(f"training finished without a checkpoint in {run.expdir}")
-        checkpoint = best[0] if best else states[-1]
-        write_json_atomic(run.expdir / DONE, {"task": plan.label, "checkpoint": str(checkpoint),
+        run.take_checkpoint(pick_checkpoint(run.expdir, plan.config["runner"]))
+        write_json_atomic(run.expdir / DONE, {"task": plan.label, **run.checkpoint_record(),
                                               "upstream": self.cfg.upstream, "ckpt": self.ckpt})
 
     def _clean_root(self, plan: TaskPlan) -> Path:
@@ -354,7 +387,9 @@ class Sweep:
         if not plan.spec.trains:
             self._write_config(plan, run, root)
         (run.expdir / RUN_LOG).unlink(missing_ok=True)  # parse this attempt's output only
-        checkpoint = self.best_checkpoint(plan) if plan.spec.trains else None
+        run.take_checkpoint(self.trained(plan) if plan.spec.trains else {
+            "checkpoint_kind": "none", "checkpoint_why": f"{plan.spec.name} does not train"})
+        checkpoint = Path(run.checkpoint) if plan.spec.trains else None
         self._run_runner(self.evaluate_command(plan, run, root, gpu, checkpoint), run, gpu, plan.spec.downstream)
         if plan.spec.name == "QbE":
             self._score_qbe(clean_root, run)
@@ -366,7 +401,7 @@ class Sweep:
             "seed": condition.seed,
             "upstream": self.cfg.upstream, "ckpt": self.ckpt, "tag": self.tag, "metrics": metrics,
             "metric": plan.spec.metric.name, "higher_better": plan.spec.metric.higher_better,
-            "checkpoint": str(checkpoint or ""),
+            **run.checkpoint_record(),
             "log": str(run.expdir / RUN_LOG)})
 
     def _score_qbe(self, clean_root: Path, run: Run) -> None:
@@ -475,7 +510,8 @@ class Sweep:
         """``summary.json``: every run (and, on a cluster, every condition-copy job) with its status, job id and
         log; ``robustdistiller jobs EXP_ROOT/TAG`` prints it. ``quiet``: an update while the sweep runs."""
         rows = [{"task": r.task, "kind": r.kind, "condition": r.condition, "status": r.status, "reason": r.reason,
-                 "seconds": round(r.seconds, 1), "expdir": str(r.expdir), "job_id": r.job_id, "log": r.log}
+                 "seconds": round(r.seconds, 1), "expdir": str(r.expdir), "job_id": r.job_id, "log": r.log,
+                 **r.checkpoint_record()}
                 for r in [*(r for p in self.plans for r in p.runs), *self.copies]]
         write_json_atomic(self.exp / "summary.json", {"tag": self.tag, "upstream": self.cfg.upstream,
                                                      "ckpt": self.ckpt, "launcher": self.cfg.launcher,

@@ -10,9 +10,10 @@ DET/TWV plots, and its numbers are not checked against the tool's.
 Trials are (query, document) pairs, as QUESST scores them (a detection names a file, not a time):
 ``TWV(t) = 1 - mean_q [P_miss(q, t) + beta * P_fa(q, t)]`` over queries with at least one occurrence,
 ``P_miss = 1 - hits / occurrences``, ``P_fa = false alarms / (documents - occurrences)``, a trial detected when
-its score is above ``t``; ``beta = (C_fa / C_miss) (1 / P_target - 1)`` with the MediaEval SWS 2013 / QUESST 2014
-costs ``C_miss = 100``, ``C_fa = 1``, ``P_target = 0.0008`` (beta 12.49). actTWV counts the system's YES
-decisions; maxTWV is the best TWV over thresholds (above every score: no detections, TWV 0). Trials the system
+its score is at or above ``t`` (``score >= t``: ``Threshold: T`` is the lowest score detected);
+``beta = (C_fa / C_miss) (1 / P_target - 1)`` with the MediaEval SWS 2013 / QUESST 2014 costs ``C_miss = 100``,
+``C_fa = 1``, ``P_target = 0.0008`` (beta 12.49). actTWV counts the system's YES decisions; maxTWV is the best TWV
+over thresholds (a threshold above every score: no detections, TWV 0). Trials the system
 did not score get ``DEFAULT_SCORE`` (decision NO).
 
 ``python -m robustdistiller_upstream.superb.twv STDLIST_DIR GROUNDTRUTH_DIR [DEFAULT_SCORE]``
@@ -87,8 +88,9 @@ def _twv(detected: np.ndarray, truth: np.ndarray) -> float:
     return float(1 - np.mean(p_miss + BETA * p_fa))
 
 
-def score(stdlist: Path, truth_dir: Path, default_score: float) -> TWVResult:
-    """actTWV and maxTWV of ``stdlist`` against ``truth_dir``."""
+def trials(stdlist: Path, truth_dir: Path, default_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(queries, documents)`` arrays of ``stdlist`` against ``truth_dir``: scores (``default_score`` where the
+    system scored no trial), YES decisions and occurrences."""
     docs, queries, occurrences = read_truth(truth_dir)
     if not any(q in {o[0] for o in occurrences} for q in queries):
         raise ConfigError(f"{truth_dir}: no query of the tlist occurs in the rttm")
@@ -100,12 +102,26 @@ def score(stdlist: Path, truth_dir: Path, default_score: float) -> TWVResult:
         for j, doc in enumerate(docs):
             scores[i, j], decisions[i, j] = system.get((query, doc), (default_score, False))
             truth[i, j] = (query, doc) in occurrences
-    best, at = 0.0, float(scores.max())  # above every score: nothing detected, TWV 0
+    return scores, decisions, truth
+
+
+def score(stdlist: Path, truth_dir: Path, default_score: float) -> TWVResult:
+    """actTWV and maxTWV of ``stdlist`` against ``truth_dir``."""
+    scores, decisions, truth = trials(stdlist, truth_dir, default_score)
+    best, at = max_twv(scores, truth)
+    return TWVResult(_twv(decisions, truth), best, at)
+
+
+def max_twv(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(maxTWV, its threshold) of ``(queries, documents)`` scores against boolean occurrences: the best TWV of
+    detecting every trial scored at or above a threshold, over the scores; 0 (nothing detected, the threshold the
+    top score) when no threshold does better."""
+    best, at = 0.0, float(scores.max())
     for threshold in np.unique(scores):
         value = _twv(scores >= threshold, truth)
         if value > best:
             best, at = value, float(threshold)
-    return TWVResult(_twv(decisions, truth), best, at)
+    return best, at
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from robustdistiller_upstream.augment.banks import build_banks
-from robustdistiller_upstream.augment.contaminator import Contaminator
+from robustdistiller_upstream.augment.contaminator import Contaminator, TransformRecord
 from robustdistiller_upstream.checkpoint import atomic_torch_save, load_torch_file
 from robustdistiller_upstream.config import save_config
 from robustdistiller_upstream.enhance.metrics import enhancement_metrics
@@ -154,6 +154,9 @@ class Trainer:
             torch.set_num_threads(run.threads)
         if resume and not checkpoints(self.exp_dir):
             raise TrainingError(f"--resume: no resume-step*.pt in {self.exp_dir}")
+        if config.teacher.contamination and not config.denoising.enabled:
+            raise TrainingError("teacher.contamination: true draws from denoising.contamination; set "
+                                "denoising.enabled: true (or teacher.contamination: false)")
         if self.env.main:
             self.recipe.check_folder(self.exp_dir, resume)  # first: a finished run says so
             if not resume and checkpoints(self.exp_dir):
@@ -288,17 +291,13 @@ class Trainer:
         width = clean.shape[1]
         if width not in self._student_frames:
             self._student_frames[width] = int(self.task.student.frame_lengths(torch.tensor([width]))[0])
+        teacher_input, noisy, records = self.inputs(batch, clean, micro)
         # the teacher and the contaminator read lengths on the host: the loader's copy spares a sync
-        targets = self.recipe.targets(clean, batch.lengths)
+        targets = self.recipe.targets(teacher_input, batch.lengths)
         _, targets = align_frames(self._student_frames[width], targets, self.config.teacher.max_frame_diff,
                                   self.config.teacher.name)
-        noisy = clean
-        if self.contaminator is not None:
-            # one draw per (utterance, step, micro-step): stateless, so resume and DDP replay it exactly
-            ids = [f"{Path(path).name}@{self.progress.step}.{micro}" for path in batch.paths]
-            noisy, records = self.contaminator(clean, batch.lengths, step=self.progress.step, utt_ids=ids)
-            if self.env.main:  # for the SNR histogram, which rank 0 writes
-                self.progress.snrs.extend(r.snr_db for r in records if r.snr_db is not None)
+        if self.env.main and records:  # for the SNR histogram (the student's), which rank 0 writes
+            self.progress.snrs.extend(r.snr_db for r in records["student"] if r.snr_db is not None)
         amp = self.config.run.amp
         autocast = torch.autocast(self.device.type, dtype=AMP_DTYPES[amp]) if amp != "none" else nullcontext()
         no_sync = self.model.no_sync() if (self.env.enabled and not sync and hasattr(self.model, "no_sync")) else nullcontext()
@@ -307,6 +306,22 @@ class Trainer:
                 loss, terms, enhanced = self.model(noisy, lengths, targets, clean, *self.stage.inputs(self.progress.step))
             self.scaler.scale(loss / self.stage.accumulate).backward()
         return terms, (enhanced, noisy, clean, lengths)
+
+    def inputs(self, batch: Batch, clean: Tensor, micro: int = 0
+               ) -> tuple[Tensor, Tensor, dict[str, list[TransformRecord]]]:
+        """(teacher input, student input, records by ``"student"`` / ``"teacher"``) of one micro-batch, each
+        ``(batch, samples)`` like ``clean`` (on the device). One draw per (utterance, step, micro-step), seeded by
+        its id: stateless, so resume and DDP replay it exactly. With ``teacher.contamination`` the teacher's draw is
+        seeded by ``teacher:`` + that id: independent of the student's. Without denoising both hear ``clean``."""
+        if self.contaminator is None:
+            return clean, clean, {}
+        ids = [f"{Path(path).name}@{self.progress.step}.{micro}" for path in batch.paths]
+        noisy, records = self.contaminator(clean, batch.lengths, step=self.progress.step, utt_ids=ids)
+        if not self.config.teacher.contamination:
+            return clean, noisy, {"student": records}
+        heard, teacher_records = self.contaminator(clean, batch.lengths, step=self.progress.step,
+                                                   utt_ids=[f"teacher:{utt}" for utt in ids])
+        return heard, noisy, {"student": records, "teacher": teacher_records}
 
     def train_step(self, batches: Iterator[Batch]) -> tuple[dict[str, Tensor], Any]:
         """One optimizer step over the stage's ``accumulate`` micro-batches; returns the averaged terms and the
