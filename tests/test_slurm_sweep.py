@@ -117,6 +117,8 @@ def test_killed_sweep_is_rerun_finds_its_jobs_and_resubmits_the_cancelled_one(sl
         f"afterok:{ids[('train', '')]}:{ids[('condition', 'white_snr5')]}"
     assert not _dependency(tag_dir, ids[("train", "")])
 
+    white = ("evaluate", "white_snr5")
+    slurm.run("scontrol", "hold", ids[white])  # still queued when the rerun starts, however fast the rest runs
     slurm.run("scancel", ids[clean])
     cancelled = _wait_for(first, tag_dir, log, lambda runs: runs[clean]["status"] != "queued")[clean]
     assert cancelled["status"] == "cancelled" and "cancelled (scancel)" in cancelled["reason"]  # by the sweep
@@ -126,10 +128,12 @@ def test_killed_sweep_is_rerun_finds_its_jobs_and_resubmits_the_cancelled_one(sl
     assert shown[clean] == "cancelled"
     assert shown[("train", "")] in ("queued", "running", "done")
 
-    rerun = subprocess.run(command, env=runner_env(), capture_output=True, text=True, timeout=900)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    followed = f"job {ids[('evaluate', 'white_snr5')]} still "
-    assert followed + "queued" in rerun.stderr or followed + "running" in rerun.stderr  # not submitted again
+    rerun_log = tmp_path / "rerun.log"
+    rerun = _start(command, rerun_log)
+    _wait_for(rerun, tag_dir, rerun_log, lambda runs: runs[clean]["job_id"] != ids[clean])  # resubmitted
+    slurm.run("scontrol", "release", ids[white])
+    assert rerun.wait(timeout=900) == 0, rerun_log.read_text()[-3000:]
+    assert f"job {ids[white]} still queued" in rerun_log.read_text()  # followed by id, not submitted again
     after = _runs(tag_dir)
     # what finished between the kill and the rerun is skipped (a finished copy has no row then), the rest done
     for key in every - {clean}:  # followed by id, not submitted again
