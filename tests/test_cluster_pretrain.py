@@ -119,6 +119,7 @@ def test_sbatch_script_of_the_readme_command(world):
     assert flags["#SBATCH --time"] == "2880"
     assert flags["#SBATCH --signal"] == "USR2@120"  # the checkpoint hook's warning, 2 min before the limit
     assert "#SBATCH --requeue" in flags
+    assert not any(key in result.stdout for key in ("--qos", "--constraint", "--exclusive", "--mem"))  # not asked
     jobs = root / "exp" / "rd_wavlm" / "jobs"
     assert flags["#SBATCH --output"] == f"{jobs}/%j_0_log.out"
     assert "srun --unbuffered" in result.stdout and "submitit.core._submit" in result.stdout
@@ -127,3 +128,36 @@ def test_sbatch_script_of_the_readme_command(world):
     bad = cli("pretrain", "-c", str(REPO / "pretrain" / "rd_wavlm.yaml"), "-n", "x", "--launcher", "slurm",
               "--slurm", "gpus=8", "--dry-run", cwd=root)
     assert bad.returncode == 2 and "--slurm: unknown key(s) ['gpus']" in bad.stderr
+
+
+def test_sbatch_script_has_each_cluster_option(world):
+    """account, qos, constraint, exclusive, mem and free-form sbatch options (``additional_parameters.KEY``), each
+    in the script; what the launcher sets itself is refused as an additional parameter."""
+    root, _ = world
+    options = ("account=myproj,qos=high,constraint=a100,exclusive=true,mem_gb=32,additional_parameters.mail_type=END,"
+               "additional_parameters.gres=gpu:a100:2")
+    result = cli("pretrain", "-c", str(REPO / "pretrain" / "rd_wavlm.yaml"), "-n", "opts", "--launcher", "slurm",
+                 "--slurm", options, "--dry-run", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    flags = [line for line in result.stdout.splitlines() if line.startswith("#SBATCH")]
+    for flag in ("--account=myproj", "--qos=high", "--constraint=a100", "--exclusive", "--mem=32768MB",
+                 "--mail-type=END", "--gres=gpu:a100:2", "--requeue"):
+        assert f"#SBATCH {flag}" in flags, (flag, flags)
+    assert not any(f.startswith(("#SBATCH --exclusive=", "#SBATCH --mem-per")) for f in flags)
+    bad = cli("pretrain", "-c", str(REPO / "pretrain" / "rd_wavlm.yaml"), "-n", "x", "--launcher", "slurm",
+              "--slurm", "additional_parameters.dependency=afterok:1", "--dry-run", cwd=root)
+    assert bad.returncode == 2
+    assert "--slurm: additional_parameters.dependency is set by the launcher or by its own key" in bad.stderr
+
+
+def test_a_time_limit_too_short_for_the_signal_is_refused():
+    """SLURM may send SIGUSR2 up to 30 s before signal_delay_s; measured on the test SLURM: time=1 with
+    signal_delay_s=40 signalled the requeued job 4 s after it started, before submitit's handler, and it died."""
+    from robustdistiller_upstream.cluster.slurm import parse_slurm_options
+    from robustdistiller_upstream.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"time \(1 min\) must leave a minute beyond signal_delay_s \(40 s\)"):
+        parse_slurm_options(["time=1,signal_delay_s=40"], "slurm")
+    assert parse_slurm_options(["time=4"], "slurm").time == 4  # 120 s + 30 s + a minute fit in 4 minutes
+    with pytest.raises(ConfigError, match="time"):
+        parse_slurm_options(["time=3"], "slurm")

@@ -12,7 +12,8 @@ times (``requeue`` in the script keeps the job requeueable where a cluster's def
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from robustdistiller_upstream.config import from_dict, parse_overrides
 from robustdistiller_upstream.errors import ConfigError
 
 LAUNCHERS = ("local", "slurm", "local-submitit")
+# slurmctld checks time limits every 30 s and sends the warning signal up to that much before signal_delay_s
+# (measured on SLURM 22.05: time=1,signal_delay_s=40 signalled the requeued job 4 s after it started, and it died)
+SIGNAL_EARLY_S = 30
 
 
 @dataclass
@@ -36,8 +40,12 @@ class SlurmOptions:
     account: str = ""
     qos: str = ""
     constraint: str = ""
+    exclusive: bool = False  # the job's nodes for it alone
+    # any other sbatch option, e.g. additional_parameters.mail_type=END -> #SBATCH --mail-type=END
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
     signal_delay_s: int = 120  # SIGUSR2 this long before the time limit: the job's checkpoint hook runs then
     max_requeues: int = 20  # time limits / preemptions a job may be requeued after
+    poll_s: float = 30.0  # a sweep asks SLURM (sacct, squeue) about its jobs this often
 
     @property
     def tasks(self) -> int:
@@ -61,21 +69,37 @@ def parse_slurm_options(values: list[str], launcher: str) -> SlurmOptions:
     options = from_dict(SlurmOptions, parse_overrides(values), "--slurm")
     if min(options.nodes, options.time) < 1 or min(options.gpus_per_node, options.tasks_per_node) < 0:
         raise ConfigError(f"--slurm: nodes and time must be >= 1, gpus_per_node and tasks_per_node >= 0 ({options})")
+    if options.signal_delay_s + SIGNAL_EARLY_S + 60 > options.time * 60:
+        raise ConfigError(f"--slurm: time ({options.time} min) must leave a minute beyond signal_delay_s "
+                          f"({options.signal_delay_s} s) + {SIGNAL_EARLY_S} s: SLURM may send SIGUSR2 that much "
+                          f"early, and one that arrives while the job starts kills it instead of requeueing it")
+    taken = sorted(set(options.additional_parameters) & {*SlurmOptions.__dataclass_fields__, *_SET_HERE})
+    if taken:
+        raise ConfigError(f"--slurm: additional_parameters.{taken[0]} is set by the launcher or by its own key")
     return options
+
+
+# sbatch options the launcher writes itself (a sweep adds the dependency of each job)
+_SET_HERE = ("job_name", "ntasks_per_node", "requeue", "dependency", "output", "error", "signal", "mem")
+
+
+def additional_parameters(options: SlurmOptions, **launcher: Any) -> dict[str, Any]:
+    """``SlurmExecutor``'s ``additional_parameters``: the user's, ``requeue``, the launcher's (``dependency``)."""
+    return {**options.additional_parameters, "requeue": True, **launcher}
 
 
 def _slurm_parameters(options: SlurmOptions, name: str) -> dict[str, Any]:
     """Keyword arguments of ``SlurmExecutor.update_parameters``."""
     parameters: dict[str, Any] = {"job_name": name, "nodes": options.nodes, "ntasks_per_node": options.tasks,
                                   "time": options.time, "signal_delay_s": options.signal_delay_s,
-                                  "additional_parameters": {"requeue": True}}
+                                  "additional_parameters": additional_parameters(options)}
     if options.gpus_per_node:
         parameters["gpus_per_node"] = options.gpus_per_node
     if options.cpus_per_task:
         parameters["cpus_per_task"] = options.cpus_per_task
     if options.mem_gb:
         parameters["mem"] = f"{int(options.mem_gb * 1024)}MB"
-    for key in ("partition", "account", "qos", "constraint"):
+    for key in ("partition", "account", "qos", "constraint", "exclusive"):
         if getattr(options, key):
             parameters[key] = getattr(options, key)
     return parameters
@@ -125,3 +149,16 @@ def export_torch_environment() -> None:
 
     # CUDA_VISIBLE_DEVICES stays: the loop picks cuda:LOCAL_RANK among the node's GPUs
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+NEVER_SATISFIED = "DependencyNeverSatisfied"  # squeue's reason of a job held by afterok on a job that failed
+
+
+def never_satisfied(job_ids: list[str]) -> set[str]:
+    """The queued jobs among ``job_ids`` that SLURM holds for good: a job they need (``afterok``) did not complete."""
+    if not job_ids:
+        return set()
+    result = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i %r", "-j", ",".join(job_ids)],
+                            capture_output=True, text=True)
+    pairs = (line.split(maxsplit=1) for line in result.stdout.splitlines() if result.returncode == 0)
+    return {job for job, reason in pairs if reason.strip() == NEVER_SATISFIED}

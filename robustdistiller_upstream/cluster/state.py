@@ -2,7 +2,8 @@
 ``robustdistiller jobs DIR`` prints.
 
 Both files hold ``{"launcher": ..., "jobs_folder": ..., "runs": [row, ...]}``; a row has ``task``, ``kind``,
-``condition``, ``status`` (todo / queued / running / done / skipped / failed / blocked), ``reason`` and, for a
+``condition``, ``status`` (todo / queued / running / done / skipped / failed / cancelled / blocked), ``reason``
+and, for a
 run submitted through submitit, ``job_id`` and ``log`` (its stdout; stderr beside it).
 """
 
@@ -12,14 +13,23 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from robustdistiller_upstream.cluster.slurm import NEVER_SATISFIED, never_satisfied
 from robustdistiller_upstream.errors import UserError
 
 JOBS_FILE = "jobs.json"
 STATE_FILES = ("summary.json", JOBS_FILE)  # a sweep's, a training run's
 IN_FLIGHT = ("queued", "running")
+UNFINISHED = ("failed", "cancelled", "blocked")  # a rerun submits these again
 # SLURM states (sacct) -> ours; any other state of a job that left the queue is a failure
 _SLURM = {"PENDING": "queued", "REQUEUED": "queued", "CONFIGURING": "queued", "RUNNING": "running",
-          "COMPLETING": "running", "COMPLETED": "done"}
+          "COMPLETING": "running", "COMPLETED": "done", "CANCELLED": "cancelled"}
+
+
+def slurm_status(state: str) -> Optional[str]:
+    """Ours of a SLURM job state as submitit reports it (``CANCELLED by 0``...), None for ``UNKNOWN`` (no sacct
+    here, or the job not yet in the accounting database)."""
+    state = state.split()[0].upper() if state.strip() else "UNKNOWN"
+    return _SLURM.get(state, "failed" if state != "UNKNOWN" else None)
 
 
 def job_fields(job: Any) -> dict[str, str]:
@@ -45,7 +55,7 @@ def live_status(job: Any) -> str:
     """queued / running / finished (its result or error is ready) of a submitted submitit job."""
     if job.done():
         return "finished"
-    return "queued" if _SLURM.get(str(job.state).split()[0].upper()) == "queued" else "running"
+    return "queued" if slurm_status(str(job.state)) == "queued" else "running"
 
 
 def _status_from_folder(row: dict[str, Any], folder: Path, launcher: str) -> Optional[str]:
@@ -63,10 +73,12 @@ def _status_from_folder(row: dict[str, Any], folder: Path, launcher: str) -> Opt
     if launcher != "slurm":
         return None
     try:
-        state = str(submitit.SlurmJob(folder, row["job_id"]).state).split()[0].upper()
+        status = slurm_status(str(submitit.SlurmJob(folder, row["job_id"]).state))
     except Exception:  # no sacct here (another machine than the cluster's)
         return None
-    return _SLURM.get(state, "failed" if state != "UNKNOWN" else None)
+    if status == "queued" and never_satisfied([row["job_id"]]):
+        return "blocked"  # afterok on a job that failed: SLURM holds it for good
+    return status
 
 
 def read_state(folder: str | Path, refresh: bool = True) -> tuple[Path, dict[str, Any]]:
@@ -82,6 +94,8 @@ def read_state(folder: str | Path, refresh: bool = True) -> tuple[Path, dict[str
         for row in state["runs"]:
             if row.get("job_id") and row["status"] in IN_FLIGHT:
                 row["status"] = _status_from_folder(row, Path(state["jobs_folder"]), state["launcher"]) or row["status"]
+                if row["status"] == "blocked" and not row.get("reason"):
+                    row["reason"] = f"SLURM: {NEVER_SATISFIED} (a job it needs did not complete)"
     return path, state
 
 
@@ -99,5 +113,5 @@ def table(state: dict[str, Any]) -> str:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     out.append(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     out += [f"{row['task']} {row['kind']} {row.get('condition', '')}: {row['reason']}".replace("  ", " ")
-            for row in state["runs"] if row["status"] in ("failed", "blocked") and row.get("reason")]
+            for row in state["runs"] if row["status"] in UNFINISHED and row.get("reason")]
     return "\n".join(out)

@@ -5,9 +5,15 @@ launcher runs in its threads.
 This process stays and schedules: at most ``--max-parallel`` jobs in flight (queued or running); an evaluation
 waits for its task's training and its condition copy (on SLURM it is queued at once with ``afterok`` on them;
 submitit's LocalExecutor knows no dependencies, so there it is submitted when they are done); a failure is
-recorded, the runs that needed it are blocked (their queued jobs cancelled) and every other job goes on.
-``summary.json`` is rewritten at each change, with job ids and log paths (``robustdistiller jobs EXP_ROOT/TAG``).
-A rerun submits only what is not done (the markers: ``done.json``, ``result.json``, a copy's ``ready.json``).
+recorded (a job cancelled with ``scancel``: cancelled), the runs that needed it are blocked (their queued jobs
+cancelled) and every other job goes on. ``summary.json`` is rewritten at each change, with job ids and log paths
+(``robustdistiller jobs EXP_ROOT/TAG``).
+
+SLURM, not this process, is the source of truth: a rerun submits only what is not done (the markers: ``done.json``,
+``result.json``, a copy's ``ready.json``), and on SLURM first finds the jobs of the last invocation still queued or
+running by the ids in ``summary.json`` and follows them instead of submitting them again. A queued job SLURM holds
+for good (``DependencyNeverSatisfied``: a job it needs failed while no sweep watched) is cancelled and submitted
+again with its needs.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from robustdistiller_upstream.cluster.slurm import make_executor, parse_slurm_options, sbatch_script
-from robustdistiller_upstream.cluster.state import failure_reason, job_fields, live_status
+from robustdistiller_upstream.cluster.slurm import (NEVER_SATISFIED, additional_parameters, make_executor,
+                                                    never_satisfied, parse_slurm_options, sbatch_script)
+from robustdistiller_upstream.cluster.state import IN_FLIGHT, failure_reason, job_fields, live_status, slurm_status
 from robustdistiller_upstream.errors import ConfigError
 from robustdistiller_upstream.log_setup import setup_logging
 from robustdistiller_upstream.superb.conditions import READY
@@ -29,7 +36,7 @@ from robustdistiller_upstream.superb.sweep import Run, Sweep, SweepConfig, TaskP
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PARALLEL = 8
-POLL_SECONDS = {"slurm": 30.0, "local-submitit": 0.5}
+LOCAL_POLL_SECONDS = 0.5  # local-submitit (SLURM: --slurm poll_s)
 
 
 class StepFailed(RuntimeError):
@@ -135,8 +142,9 @@ class Scheduler:
         self.sweep, self.launcher = sweep, cfg.launcher
         options = parse_slurm_options(cfg.slurm, cfg.launcher)
         # one task per job (a DDP training is torchrun inside it, --nproc); condition copies need no GPU
-        options = dataclasses.replace(options, tasks_per_node=1)
-        folder = Path(sweep.jobs_folder)
+        self.options = options = dataclasses.replace(options, tasks_per_node=1)
+        self.poll = options.poll_s if cfg.launcher == "slurm" else LOCAL_POLL_SECONDS
+        self.folder = folder = Path(sweep.jobs_folder)
         self.executors = {
             "gpu": make_executor(cfg.launcher, folder, options, sweep.tag),
             "cpu": make_executor(cfg.launcher, folder, dataclasses.replace(options, gpus_per_node=0), sweep.tag),
@@ -150,8 +158,9 @@ class Scheduler:
         name = "-".join(filter(None, (self.sweep.tag, run.task, run.kind, run.condition)))
         if self.launcher == "slurm":
             after = [n.job.job_id for n in node.needs if n.job is not None and n.run.status != "done"]
-            extra = {"requeue": True, **({"dependency": "afterok:" + ":".join(after)} if after else {})}
-            executor.update_parameters(job_name=name, additional_parameters=extra)
+            dependency = {"dependency": "afterok:" + ":".join(after)} if after else {}
+            executor.update_parameters(job_name=name, additional_parameters=additional_parameters(self.options,
+                                                                                                  **dependency))
         node.job = executor.submit(SweepStep(self.job_config, run.task, run.kind, run.condition))
         fields = job_fields(node.job)
         run.status, run.job_id, run.log = "queued", fields["job_id"], fields["log"]
@@ -170,20 +179,52 @@ class Scheduler:
             if failed in node.needs and node.run.status in ("todo", "queued", "running"):
                 if node.job is not None:
                     node.job.cancel(check=False)
-                node.run.status, node.run.reason = "blocked", f"{what} failed: {failed.run.reason}"
+                node.run.status, node.run.reason = "blocked", f"{what} {failed.run.status}: {failed.run.reason}"
 
     def _finished(self, node: Node) -> None:
         try:
             record = node.job.result()
             node.run.status, node.run.seconds = "done", float(record["seconds"])
             node.run.take_checkpoint(record)
-        except Exception as exc:  # the step failed, or its job did (killed, out of memory, time limit)
-            node.run.status, node.run.reason = "failed", f"{failure_reason(exc)} (job log {node.run.log})"
-            log.error("%s %s %s failed: %s", node.run.task, node.run.kind, node.run.condition, node.run.reason)
+        except Exception as exc:  # the step failed, or its job did (killed, out of memory, time limit), or scancel
+            cancelled = slurm_status(str(node.job.state)) == "cancelled"
+            reason = "its job was cancelled (scancel)" if cancelled else failure_reason(exc)
+            node.run.status = "cancelled" if cancelled else "failed"
+            node.run.reason = f"{reason} (job log {node.run.log})"
+            log.error("%s %s %s %s: %s", node.run.task, node.run.kind, node.run.condition, node.run.status,
+                      node.run.reason)
+
+    def _reattach(self, nodes: list[Node]) -> None:
+        """SLURM: the last invocation's jobs of runs not done, still queued or running, are followed again (by
+        the ids in ``summary.json``) instead of submitted again; one that can never start is cancelled."""
+        import submitit
+
+        for node in nodes:
+            row = self.sweep.earlier.get((node.run.task, node.run.kind, node.run.condition), {})
+            if node.run.status != "todo" or row.get("status") not in IN_FLIGHT or not row.get("job_id"):
+                continue
+            job = submitit.SlurmJob(self.folder, row["job_id"])
+            status = slurm_status(str(job.state))
+            if status == "queued" and never_satisfied([job.job_id]):
+                job.cancel(check=False)
+                log.info("job %s: %s, cancelled; submitted again", job.job_id, NEVER_SATISFIED)
+            elif status in IN_FLIGHT:
+                node.job, node.run.status, node.run.job_id, node.run.log = job, status, row["job_id"], row["log"]
+                log.info("%s %s %s: job %s still %s", node.run.task, node.run.kind, node.run.condition, job.job_id,
+                         status)
+
+    def _never_satisfied(self, nodes: list[Node]) -> None:
+        """SLURM holds a queued job for good (a job it needs did not complete): it is cancelled and blocked."""
+        queued = {n.job.job_id: n for n in nodes if n.job is not None and n.run.status == "queued"}
+        for job_id in never_satisfied(list(queued)) if self.launcher == "slurm" else ():
+            node = queued[job_id]
+            node.job.cancel(check=False)
+            node.run.status, node.run.reason = "blocked", f"SLURM: {NEVER_SATISFIED} (a job it needs did not complete)"
 
     def run(self) -> None:
         nodes = _graph(self.sweep)
-        poll = POLL_SECONDS[self.launcher]
+        if self.launcher == "slurm":
+            self._reattach(nodes)
         while True:
             changed = False
             for node in nodes:
@@ -191,11 +232,14 @@ class Scheduler:
                     before, status = node.run.status, live_status(node.job)
                     if status == "finished":
                         self._finished(node)
-                        if node.run.status == "failed":
+                        if node.run.status in ("failed", "cancelled"):
                             self._block(nodes, node)
                     else:
                         node.run.status = status
                     changed |= node.run.status != before
+            blocked = sum(n.run.status == "blocked" for n in nodes)
+            self._never_satisfied(nodes)
+            changed |= sum(n.run.status == "blocked" for n in nodes) != blocked
             in_flight = sum(n.run.status in ("queued", "running") for n in nodes)
             for node in nodes:
                 if node.run.status == "todo" and in_flight < self.max_parallel and self._ready(node):
@@ -206,7 +250,7 @@ class Scheduler:
                 self.sweep.write_summary(quiet=True)
             if not any(n.run.status in ("todo", "queued", "running") for n in nodes):
                 return
-            time.sleep(poll)
+            time.sleep(self.poll)
 
 
 def run_on_cluster(sweep: Sweep) -> None:

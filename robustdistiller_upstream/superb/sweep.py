@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from robustdistiller_upstream.augment.conditions import load_conditions
+from robustdistiller_upstream.cluster.state import UNFINISHED
 from robustdistiller_upstream.errors import ConfigError, UserError
 from robustdistiller_upstream.files import write_json_atomic
 from robustdistiller_upstream.s3prl_stack import (SOX_PACKAGE, describe_stack, import_s3prl_hub, removed_torchaudio_calls,
@@ -87,7 +88,8 @@ class Run:
     kind: str  # "train" | "evaluate" | "condition" (a condition copy: its own job on a cluster)
     condition: str
     expdir: Path
-    # todo | queued | running (a cluster job) | done (this invocation) | skipped (finished earlier) | failed | blocked
+    # todo | queued | running (a cluster job) | done (this invocation) | skipped (finished earlier) | failed |
+    # cancelled (its cluster job, e.g. by scancel) | blocked
     status: str = "todo"
     reason: str = ""
     seconds: float = 0.0
@@ -205,17 +207,20 @@ class Sweep:
         self.plans = [plan for spec in resolve_tasks(cfg.tasks) for plan in self._plans(spec)]
         self.copies: list[Run] = []  # condition-copy jobs (cluster launchers)
         self.jobs_folder = str(self.exp / "jobs") if cfg.launcher != "local" else ""
-        self._earlier_jobs()
+        # the last invocation's rows by (task, kind, condition): a cluster rerun finds its jobs still in flight
+        self.earlier: dict[tuple[str, str, str], dict[str, Any]] = self._earlier_jobs()
 
-    def _earlier_jobs(self) -> None:
-        """Runs finished by an earlier invocation keep the job id and log of the job that ran them."""
+    def _earlier_jobs(self) -> dict[tuple[str, str, str], dict[str, Any]]:
+        """The rows of the last ``summary.json``; runs finished by an earlier invocation keep the job id and log of
+        the job that ran them."""
         path = self.exp / "summary.json"
         if not path.is_file():
-            return
+            return {}
         earlier = {(r["task"], r["kind"], r["condition"]): r for r in json.loads(path.read_text())["runs"]}
         for run in (r for plan in self.plans for r in plan.runs if r.status == "skipped"):
             row = earlier.get((run.task, run.kind, run.condition), {})
             run.job_id, run.log = row.get("job_id", ""), row.get("log", "")
+        return earlier
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -511,7 +516,7 @@ class Sweep:
         for plan in self.plans:
             if plan.error:
                 log.error("%s cannot run: %s", plan.label, plan.error)
-        failed = any(r.status in ("failed", "blocked") for p in self.plans for r in p.runs)
+        failed = any(r.status in UNFINISHED for p in self.plans for r in p.runs)
         return 1 if failed or any(p.error for p in self.plans) else 0
 
     # ---- reporting ------------------------------------------------------------------------------------
@@ -558,6 +563,6 @@ class Sweep:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         log.info("summary (%s): %s", self.exp / "summary.json", counts)
         for row in rows:
-            if row["status"] in ("failed", "blocked"):
+            if row["status"] in UNFINISHED:
                 log.warning("%s %s %s %s: %s", row["task"], row["kind"], row["condition"], row["status"],
                             row["reason"])
