@@ -4,7 +4,6 @@ requeues and resumes exactly; the sbatch script of the README's command is check
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,25 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from pretrain_helpers import cli, make_world, recipe, write_recipe
 
 pytest.importorskip("submitit")
 
-from submitit.core.utils import JobPaths, pickle_load  # noqa: E402
+from cluster_runs import assert_ranks_in_step, job_record, losses  # noqa: E402
 
-from robustdistiller_upstream.train.digest import parameters_digest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _losses(exp: Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in map(json.loads, (exp / "log.jsonl").read_text().splitlines())}
-
-
-def _job(exp: Path) -> dict:
-    return json.loads((exp / "jobs.json").read_text())["runs"][0]
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +37,9 @@ def test_two_task_job_keeps_parameters_identical_across_ranks(world):
                  "--launcher", "local-submitit", "--slurm", "tasks_per_node=2,time=10", cwd=root)
     exp = root / "exp" / "ddp"
     assert result.returncode == 0, result.stderr[-3000:] + (exp / "jobs").as_posix()
-    job = _job(exp)
+    job = job_record(exp)
     assert job["status"] == "done" and Path(job["log"]).is_file()
-    ranks = [pickle_load(JobPaths(exp / "jobs", job["job_id"], task).result_pickle) for task in (0, 1)]
-    assert [outcome for outcome, _ in ranks] == ["success", "success"]
-    rank0, rank1 = (value for _, value in ranks)
-    assert (rank0["rank"], rank1["rank"], rank0["step"], rank1["step"]) == (0, 1, 3, 3)
-    saved = torch.load(exp / "resume-step3.pt", weights_only=True)
-    assert saved["world_size"] == 2  # one process group over the job's two tasks
-    assert rank0["parameters"] == rank1["parameters"] == parameters_digest(saved["task"])
+    rank0, rank1 = assert_ranks_in_step(exp, job["job_id"], 3)
     assert rank0["checkpoint"].endswith("student-step3.ckpt") and not rank1["checkpoint"]
 
     shown = cli("jobs", str(exp), cwd=root)
@@ -87,23 +70,23 @@ def test_time_limit_requeues_the_job_and_it_resumes_exactly(world):
             assert submitter.poll() is None and time.monotonic() < deadline, "no first resume file"
             time.sleep(0.02)
         # what SLURM (and submitit's local controller) sends signal_delay_s before the time limit, to the task
-        (task,) = _children(int(_job(exp)["job_id"]))
+        (task,) = _children(int(job_record(exp)["job_id"]))
         os.kill(task, signal.SIGUSR2)
         out, _ = submitter.communicate(timeout=240)
     finally:
         if submitter.poll() is None:
             os.killpg(submitter.pid, signal.SIGKILL)
     assert submitter.returncode == 0, out[-3000:]
-    job = _job(exp)
+    job = job_record(exp)
     log = Path(job["log"]).read_text() + Path(job["log"]).with_suffix(".err").read_text()
     assert "this job is timed-out" in log and "Requeued job" in log  # submitit's checkpoint + requeue
     assert "resumed from" in log  # the requeued job started from the newest resume file
     assert job["status"] == "done"
     again = cli("pretrain", "-c", str(path), "-n", "limited", "--launcher", "local-submitit", cwd=root)
     assert again.returncode == 2 and "already holds a run: pass --resume" in again.stderr  # refused, not queued
-    limited = _losses(exp)
+    limited = losses(exp)
     assert sorted(limited) == list(range(1, 9))
-    assert limited == _losses(root / "exp" / "full")  # bitwise, across the requeue
+    assert limited == losses(root / "exp" / "full")  # bitwise, across the requeue
 
 
 def test_sbatch_script_of_the_readme_command(world):

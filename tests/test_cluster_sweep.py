@@ -22,15 +22,9 @@ from system_packages import skip_without_espeak
 
 pytest.importorskip("submitit")
 
+from cluster_runs import IC_OVERRIDES, SWEEP_CONDITIONS  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-CONDITIONS = """\
-conditions:
-  clean: {spec: clean, seed: 0}
-  white_snr5: {spec: "noise:white:snr=5", seed: 0}
-"""
-# the smallest training that ends with a best checkpoint: one dev evaluation after 20 steps
-OVERRIDES = ["runner.total_steps=20", "runner.eval_step=20", "runner.save_step=20", "runner.log_step=10",
-             "optimizer.lr=1.0e-3", "IC:downstream_expert.datarc.train_batch_size=8"]
 TASK = "IC"
 
 
@@ -41,7 +35,7 @@ def _env() -> dict[str, str]:
 def _sweep(data: Path, conditions: Path, exp: Path, *extra: str, tasks: str = TASK) -> list[str]:
     command = ["bash", str(REPO / "run_superb.sh"), "--upstream", "fbank_no_cmvn", "--tasks", tasks,
                "--conditions", str(conditions), "--data-root", str(data), "--exp-root", str(exp), *extra]
-    for override in OVERRIDES:
+    for override in IC_OVERRIDES:
         command += ["-o", override]
     return command
 
@@ -70,7 +64,7 @@ def corpora(tmp_path_factory):
     root = tmp_path_factory.mktemp("superb_data")
     write_fluent_commands(root)
     conditions = root / "conditions.yaml"
-    conditions.write_text(CONDITIONS)
+    conditions.write_text(SWEEP_CONDITIONS)
     return root, conditions
 
 
@@ -167,7 +161,7 @@ def test_failed_jobs_are_recorded_block_what_needs_them_and_the_rest_goes_on(tmp
     """SID without its data: the training job fails in the stock runner, the condition-copy job fails on its own
     (nothing to contaminate), the evaluations that needed them are blocked; reasons and logs land in the sweep state."""
     conditions = tmp_path / "conditions.yaml"
-    conditions.write_text(CONDITIONS)
+    conditions.write_text(SWEEP_CONDITIONS)
     (tmp_path / "VoxCeleb1").mkdir()
     (tmp_path / "VoxCeleb1" / "iden_split.txt").write_text("")
     exp = tmp_path / "exp"

@@ -9,33 +9,22 @@ checks time limits every 30 s or so, and a training long enough to meet one woul
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from pretrain_helpers import cli, make_world, recipe, write_recipe
 from slurm_cluster import SlurmCluster
 
 pytest.importorskip("submitit")
 
-from submitit.core.utils import JobPaths, pickle_load  # noqa: E402
+from cluster_runs import assert_ranks_in_step, job_record, losses  # noqa: E402
 
 from robustdistiller_upstream.cluster.state import read_state  # noqa: E402
-from robustdistiller_upstream.train.digest import parameters_digest  # noqa: E402
 
 pytestmark = pytest.mark.one_stack  # launcher code, the same on both stacks
 STEPS = 30  # a few seconds of training: long enough to signal it after its first resume file
-
-
-def _losses(exp: Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in map(json.loads, (exp / "log.jsonl").read_text().splitlines())}
-
-
-def _job(exp: Path) -> dict:
-    return json.loads((exp / "jobs.json").read_text())["runs"][0]
 
 
 def _shown(exp: Path) -> str:
@@ -75,7 +64,7 @@ def test_usr2_checkpoints_slurm_requeues_and_the_job_resumes_exactly(slurm, worl
     submitted = cli("pretrain", "-c", str(path), "-n", "limited", "--launcher", "slurm", "--slurm", "time=10",
                     cwd=root)
     assert submitted.returncode == 0, submitted.stderr[-3000:]
-    job = _job(exp)
+    job = job_record(exp)
     assert job["status"] == "queued" and job["job_id"].isdigit()
     assert slurm.state(job["job_id"]) in ("PENDING", "RUNNING")  # a real SLURM job
     deadline = time.monotonic() + 300
@@ -96,9 +85,9 @@ def test_usr2_checkpoints_slurm_requeues_and_the_job_resumes_exactly(slurm, worl
     log = Path(job["log"]).read_text() + Path(job["log"]).with_suffix(".err").read_text()
     assert "Caught signal SIGUSR2" in log and f"Requeued job {job['job_id']}" in log  # submitit's hook + requeue
     assert "resumed from" in log and "resume-step" in log
-    limited = _losses(exp)
+    limited = losses(exp)
     assert sorted(limited) == list(range(1, STEPS + 1))
-    assert limited == _losses(root / "exp" / "full")  # bitwise, across SLURM's requeue
+    assert limited == losses(root / "exp" / "full")  # bitwise, across SLURM's requeue
 
 
 def test_two_task_slurm_job_keeps_parameters_identical_across_ranks(slurm, world):
@@ -109,17 +98,11 @@ def test_two_task_slurm_job_keeps_parameters_identical_across_ranks(slurm, world
                  "--launcher", "slurm", "--slurm", options, cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     exp = root / "exp" / "ddp"
-    job = _job(exp)
+    job = job_record(exp)
     assert _wait_finished(slurm, job["job_id"]) == "COMPLETED", Path(job["log"]).with_suffix(".err").read_text()
     steps = slurm.run("sacct", "-n", "-P", "-o", "JobID,NTasks,State", "-j", job["job_id"]).split()
     assert f"{job['job_id']}.0|2|COMPLETED" in steps  # one srun step of two tasks
     shown = slurm.run("scontrol", "show", "job", job["job_id"]).split()
     assert {"OverSubscribe=NO", "MinMemoryNode=512M", "Comment=rd-ranks", "NumTasks=2"} <= set(shown), shown
-    ranks = [pickle_load(JobPaths(exp / "jobs", job["job_id"], task).result_pickle) for task in (0, 1)]
-    assert [outcome for outcome, _ in ranks] == ["success", "success"]
-    rank0, rank1 = (value for _, value in ranks)
-    assert (rank0["rank"], rank1["rank"], rank0["step"], rank1["step"]) == (0, 1, 3, 3)
-    saved = torch.load(exp / "resume-step3.pt", weights_only=True)
-    assert saved["world_size"] == 2  # one process group over the job's two tasks
-    assert rank0["parameters"] == rank1["parameters"] == parameters_digest(saved["task"])
+    assert_ranks_in_step(exp, job["job_id"], 3)
     assert _shown(exp) == "done"

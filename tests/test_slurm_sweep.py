@@ -24,15 +24,9 @@ from system_packages import skip_without_espeak
 
 pytest.importorskip("submitit")
 
+from cluster_runs import IC_OVERRIDES, SWEEP_CONDITIONS  # noqa: E402
+
 pytestmark = pytest.mark.one_stack  # launcher code, the same on both stacks
-CONDITIONS = """\
-conditions:
-  clean: {spec: clean, seed: 0}
-  white_snr5: {spec: "noise:white:snr=5", seed: 0}
-"""
-# the smallest IC training that ends with a best checkpoint (as tests/test_cluster_sweep.py)
-OVERRIDES = ["runner.total_steps=20", "runner.eval_step=20", "runner.save_step=20", "runner.log_step=10",
-             "optimizer.lr=1.0e-3", "IC:downstream_expert.datarc.train_batch_size=8"]
 SLURM = ["--launcher", "slurm", "--slurm", "time=10,poll_s=1"]
 Key = tuple[str, str]  # (kind, condition)
 
@@ -94,7 +88,7 @@ def _dependency(tag_dir: Path, job_id: str) -> str:
 @pytest.fixture(scope="module")
 def conditions(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("slurm_sweep") / "conditions.yaml"
-    path.write_text(CONDITIONS)
+    path.write_text(SWEEP_CONDITIONS)
     return path
 
 
@@ -105,7 +99,7 @@ def test_killed_sweep_is_rerun_finds_its_jobs_and_resubmits_the_cancelled_one(sl
     write_fluent_commands(tmp_path / "data")
     exp, tag = tmp_path / "exp", "slurm"
     tag_dir = exp / tag
-    command = sweep_command(tmp_path / "data", exp, conditions, "IC", "--tag", tag, *SLURM, overrides=OVERRIDES)
+    command = sweep_command(tmp_path / "data", exp, conditions, "IC", "--tag", tag, *SLURM, overrides=IC_OVERRIDES)
     first, log = _start(command, tmp_path / "first.log"), tmp_path / "first.log"
     every = {("train", ""), ("condition", "white_snr5"), ("evaluate", "clean"), ("evaluate", "white_snr5")}
     clean = ("evaluate", "clean")
