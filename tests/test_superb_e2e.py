@@ -726,6 +726,20 @@ def test_current_stack_names_why_qbe_cannot_run(signal_sweep):
     assert len(reasons) == 1 and "quesst14_dtw/dataset.py: torchaudio.sox_effects" in reasons.pop()
 
 
+def _quesst_copy(quesst: Path, folder: Path, keep_scoring) -> Path:
+    """``folder/quesst14Database``: links to everything of ``quesst`` but its ``scoring/``, of which only the files
+    ``keep_scoring(path)`` accepts are linked."""
+    root = folder / "quesst14Database"
+    (root / "scoring").mkdir(parents=True)
+    for entry in quesst.iterdir():
+        if entry.name != "scoring":
+            (root / entry.name).symlink_to(entry)
+    for entry in (quesst / "scoring").iterdir():
+        if keep_scoring(entry):
+            (root / "scoring" / entry.name).symlink_to(entry)
+    return root
+
+
 @pytest.mark.stock_only  # on the current stack QbE cannot run at all (test above), whatever the dataset holds
 @needs_sox_extension
 def test_qbe_plan_names_the_missing_scorer(signal_corpora, tmp_path, monkeypatch):
@@ -734,13 +748,7 @@ def test_qbe_plan_names_the_missing_scorer(signal_corpora, tmp_path, monkeypatch
     from robustdistiller_upstream.superb.sweep import Sweep, SweepConfig
 
     data = signal_corpora
-    root = tmp_path / "quesst14Database"
-    (root / "scoring").mkdir(parents=True)
-    for entry in (data / "quesst14Database").iterdir():
-        if entry.name != "scoring":
-            (root / entry.name).symlink_to(entry)
-    for lst in (data / "quesst14Database" / "scoring").glob("*.lst"):
-        (root / "scoring" / lst.name).symlink_to(lst)
+    root = _quesst_copy(data / "quesst14Database", tmp_path, lambda entry: entry.suffix == ".lst")
 
     def plan() -> str:
         cfg = SweepConfig(upstream="fbank_no_cmvn", tasks="QbE", conditions=str(data / "conditions.yaml"),
@@ -940,14 +948,7 @@ def test_qbe_reads_mtwv_from_score_out(signal_corpora, tmp_path):
     """MediaEval's scorer writes ``score.out`` (what s3prl's QbE scoring reads) and need not print: a QUESST copy
     whose scorer prints nothing is scored from that file."""
     data = signal_corpora
-    root = tmp_path / "quesst14Database"
-    (root / "scoring").mkdir(parents=True)
-    for entry in (data / "quesst14Database").iterdir():
-        if entry.name != "scoring":
-            (root / entry.name).symlink_to(entry)
-    for entry in (data / "quesst14Database" / "scoring").iterdir():
-        if entry.name != "score-TWV-Cnxe.sh":
-            (root / "scoring" / entry.name).symlink_to(entry)
+    root = _quesst_copy(data / "quesst14Database", tmp_path, lambda entry: entry.name != "score-TWV-Cnxe.sh")
     (root / "scoring" / "score-TWV-Cnxe.sh").write_text(
         f'exec {sys.executable} -m robustdistiller_upstream.superb.twv "$@" > /dev/null\n')
     exp = tmp_path / "exp"
