@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu_model
 
 ENGINES = {  # name -> (s3prl hub entry, which file it loads)
     "stock distiller_local": ("distiller_local", "ckpt"),
@@ -31,16 +32,6 @@ ENGINES = {  # name -> (s3prl hub entry, which file it loads)
     "ORT int8 static": ("robustdistiller_onnx_local", "int8_static"),
 }
 WORKLOADS = {"4 x 10 s": (4, 10.0), "1 x 1 s": (1, 1.0)}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def reset_peak_rss() -> None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import tempfile
 from pathlib import Path
 
 import torch
 
 from dpwavlm_speed import BASE_PLUS, best_time
+from machine import cpu_model
 from robustdistiller_upstream.audio import write_audio_atomic
 from robustdistiller_upstream.config import from_dict, load_config, to_dict
 from robustdistiller_upstream.prune.train import PruneConfig, PruneRecipe
@@ -66,11 +66,7 @@ def main() -> None:
                 "run": {**base["run"], "device": str(device), "amp": amp}})
             trainer = Trainer(PruneRecipe(config), root / f"exp-{amp}")
             results[amp] = best_time(lambda: trainer.train_step(itertools.repeat(batch)), args.repeats, device)
-    info = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
-             if line.startswith("model name")] if info.exists() else []
-    cpu = names[0] if names else platform.processor() or platform.machine()
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"device {device} ({where}), threads {torch.get_num_threads()}, shape {args.shape}, "
           f"{args.batch} x {args.seconds:g} s, recipe {RECIPE.name} (teacher autocast as the student's)")
     for amp, seconds in results.items():

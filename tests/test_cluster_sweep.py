@@ -59,7 +59,7 @@ def _builds(copy: Path) -> int:
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory):
     skip_without_espeak()
-    from superb_corpora import write_fluent_commands
+    from robustdistiller_upstream.demo.superb_corpora import write_fluent_commands
 
     root = tmp_path_factory.mktemp("superb_data")
     write_fluent_commands(root)

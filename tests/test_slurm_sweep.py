@@ -94,7 +94,7 @@ def conditions(tmp_path_factory) -> Path:
 
 def test_killed_sweep_is_rerun_finds_its_jobs_and_resubmits_the_cancelled_one(slurm, conditions, tmp_path):
     skip_without_espeak()
-    from superb_corpora import write_fluent_commands
+    from robustdistiller_upstream.demo.superb_corpora import write_fluent_commands
 
     write_fluent_commands(tmp_path / "data")
     exp, tag = tmp_path / "exp", "slurm"

@@ -124,6 +124,16 @@ def max_twv(scores: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return best, at
 
 
+def random_control(scores: np.ndarray, truth: np.ndarray, default_score: float, draws: int = 4000,
+                   seed: int = 0) -> np.ndarray:
+    """``(draws,)`` maxTWVs of random-score controls of a system: the same ``(queries, documents)`` trials as its
+    ``scores``, each trial it scored (``scores != default_score``) given a uniform random score instead, the
+    unscored ones keeping ``default_score``."""
+    scored = scores != default_score
+    rng = np.random.default_rng(seed)
+    return np.array([max_twv(np.where(scored, rng.random(scores.shape), scores), truth)[0] for _ in range(draws)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stdlist_dir", type=Path)

@@ -1,4 +1,5 @@
-"""Small spoken corpora in the real SUPERB layouts, for the end-to-end sweep test (espeak-ng speech).
+"""Small spoken corpora in the real SUPERB layouts (espeak-ng speech), for the end-to-end sweep tests and
+``bench/superb_learns.py`` (larger sizes).
 
 - ``write_speech_commands(root)``: the demo's KS corpus (``robustdistiller_upstream.demo.corpus``, Speech Commands
   v0.01 layout);
@@ -105,13 +106,13 @@ def write_libri2mix(root: Path, n_mixtures: dict[str, int] | None = None) -> Pat
     counts = n_mixtures or {"train-100": 8, "dev": 2, "test": 3}
     audio_root = root / "Libri2Mix" / "wav16k" / "min"
     kaldi = root / "separation_stft" / "Libri2Mix" / "wav16k" / "min"
-    pool = speakers(2 * sum(counts.values()), offset=40)
+    pool = speakers(32, offset=40)  # the voices left after offset 40; more mixtures reuse them, paired otherwise
     jobs, mixtures = [], []
     tmp = Path(tempfile.mkdtemp(prefix="librispeech_", dir=root))  # the LibriSpeech utterances mixed
     for part, n in counts.items():
         for i in range(n):
             m = len(mixtures)
-            (_, va, pa, sa), (_, vb, pb, sb) = pool[2 * m], pool[2 * m + 1]
+            (_, va, pa, sa), (_, vb, pb, sb) = pool[2 * m % len(pool)], pool[(2 * m + 1 + m // 16) % len(pool)]
             ids = [f"{100 + 2 * m}-{200 + m}-{i:04d}", f"{101 + 2 * m}-{300 + m}-{i:04d}"]
             paths = [tmp / f"{ids[0]}.wav", tmp / f"{ids[1]}.wav"]
             jobs += [(VB_SENTENCES[m % len(VB_SENTENCES)], paths[0], va, pa, sa),
@@ -270,26 +271,42 @@ exec {python} -m robustdistiller_upstream.superb.twv "$@"
 """
 
 
-def write_quesst14(root: Path) -> Path:
+def _trimmed(audio: np.ndarray, rate: int, margin_s: float = 0.02) -> np.ndarray:
+    """``audio`` without its leading and trailing silence (below 1% of the peak), ``margin_s`` kept on each side:
+    QUESST's queries are cut around the spoken term, espeak-ng pads its speech with digital silence."""
+    loud = np.flatnonzero(np.abs(audio) > 0.01 * np.abs(audio).max())
+    margin = int(margin_s * rate)
+    return audio[max(loud[0] - margin, 0):loud[-1] + margin + 1]
+
+
+def write_quesst14(root: Path, repeats: int = 1, cut_queries: bool = False, floor_snr_db: float | None = None) -> Path:
     """QUESST 2014 (8 kHz): ``root/quesst14Database/{Audio,dev_queries,eval_queries}/*.wav``,
     ``scoring/language_key_{utterances,dev,eval}.lst`` (``quesst14Database/Audio/NAME.wav LANGUAGE``; one Czech
     document the English-only expert skips) and ``scoring/groundtruth_quesst14_{dev,eval}/`` (NIST STD 2006 ecf,
-    tlist, rttm), with our stand-in ``scoring/score-TWV-Cnxe.sh`` (``QUESST_SCORER``)."""
+    tlist, rttm), with our stand-in ``scoring/score-TWV-Cnxe.sh`` (``QUESST_SCORER``). Each of ``QUESST_DOCS`` and
+    ``QUESST_QUERIES`` is spoken ``repeats`` times, by other voices (each query recording is a query). ``cut_queries``:
+    queries cut around the word, as QUESST's are (``_trimmed``); ``floor_snr_db``: every file gets white noise at that
+    SNR, a recording's noise floor instead of espeak-ng's digital silence."""
     base = root / "quesst14Database"
-    docs = [(f"quesst14_{i + 1:05d}", text, "nnenglish") for i, text in enumerate(QUESST_DOCS)]
+    docs = [(f"quesst14_{i + 1:05d}", text, "nnenglish") for i, text in enumerate(QUESST_DOCS * repeats)]
     docs.append((f"quesst14_{len(docs) + 1:05d}", "dobry den", "czech"))
-    voices = speakers(len(docs) + 5, offset=50)
-    jobs = [(text, base / "Audio" / f"{name}.wav", "cs" if lang == "czech" else voices[i][1], voices[i][2],
-             voices[i][3]) for i, (name, text, lang) in enumerate(docs)]
-    queries = {split: [(f"quesst14_{split}_{i + 1:04d}", word) for i, word in enumerate(words)]
+    voices = speakers(22, offset=50)  # the voices left after offset 50; more recordings reuse them
+    jobs = [(text, base / "Audio" / f"{name}.wav", "cs" if lang == "czech" else voices[i % len(voices)][1],
+             voices[i % len(voices)][2], voices[i % len(voices)][3]) for i, (name, text, lang) in enumerate(docs)]
+    queries = {split: [(f"quesst14_{split}_{i + 1:04d}", word) for i, word in enumerate(words * repeats)]
                for split, words in QUESST_QUERIES.items()}
     flat = [(split, name, word) for split, entries in queries.items() for name, word in entries]
     for k, (split, name, word) in enumerate(flat):
-        _, voice, pitch, speed = voices[len(docs) + k % 5]
+        _, voice, pitch, speed = voices[(len(docs) + k % (5 * repeats)) % len(voices)]
         jobs.append((word, base / f"{split}_queries" / f"{name}.wav", voice, pitch, speed))
     speak_all(jobs)
-    for _, path, *_ in jobs:  # QUESST 2014 is 8 kHz (the expert resamples to 16 kHz with sox)
-        write_audio_atomic(path, resample(read_audio(path)[0], 16000, 8000), 8000)
+    for index, (_, path, *_) in enumerate(jobs):  # QUESST 2014 is 8 kHz (the expert resamples to 16 kHz with sox)
+        audio = resample(read_audio(path)[0], 16000, 8000)
+        if cut_queries and path.parent.name.endswith("_queries"):
+            audio = _trimmed(audio, 8000)
+        if floor_snr_db is not None:
+            audio = audio + _scaled_noise(audio, "white", floor_snr_db, 1000 + index)
+        write_audio_atomic(path, audio, 8000)
     scoring = base / "scoring"
     scoring.mkdir(parents=True, exist_ok=True)
     (scoring / "language_key_utterances.lst").write_text(
@@ -359,18 +376,21 @@ SNIPS_SENTENCES = [
     ("RATE THIS BOOK FIVE STARS", "O object_select object_type rating_value rating_unit", "RateBook"),
     ("FIND THE MOVIE SCHEDULE FOR TONIGHT", "O O object_type object_type O timeRange", "SearchScreeningEvent"),
 ]
-# the speakers of sf.yaml's train/valid/test lists (Amazon Polly voices in Audio SNIPS) that the corpus holds
+# sf.yaml's train/valid/test speakers (Amazon Polly voices in Audio SNIPS), and the ones the tests' corpus holds
+SNIPS_ALL_SPEAKERS = {"train": ["Ivy", "Joanna", "Joey", "Justin", "Kendra", "Kimberly", "Matthew", "Salli"],
+                      "valid": ["Aditi", "Amy", "Geraint", "Nicole"], "test": ["Brian", "Emma", "Raveena", "Russell"]}
 SNIPS_SPEAKERS = {"train": ["Ivy", "Joanna", "Joey", "Justin"], "valid": ["Aditi", "Amy"], "test": ["Brian", "Emma"]}
 
 
-def write_snips(root: Path) -> Path:
+def write_snips(root: Path, split_speakers: dict[str, list[str]] = SNIPS_SPEAKERS) -> Path:
     """Root of an Audio SNIPS tree as s3prl's SF reads it: ``root/SNIPS/{train,valid,test}/
     <Speaker>-snips-<split>-<n>.wav``, ``all.iob.snips.txt`` (``UID BOS WORDS EOS<TAB>O SLOTS INTENT``) and
-    ``slots.txt`` (slot names by frequency, ``O`` first, no final newline: s3prl's snips_preprocess.py)."""
+    ``slots.txt`` (slot names by frequency, ``O`` first, no final newline: s3prl's snips_preprocess.py); each
+    speaker of ``split_speakers`` says every one of ``SNIPS_SENTENCES``."""
     base = root / "SNIPS"
-    voices = iter(speakers(sum(map(len, SNIPS_SPEAKERS.values())), offset=60))
+    voices = iter(speakers(sum(map(len, split_speakers.values())), offset=56))
     jobs, lines, counts = [], [], {}
-    for split, names in SNIPS_SPEAKERS.items():
+    for split, names in split_speakers.items():
         for name, (_, voice, pitch, speed) in zip(names, voices):
             for n, (text, slots, intent) in enumerate(SNIPS_SENTENCES):
                 assert len(text.split()) == len(slots.split()), text
