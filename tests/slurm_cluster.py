@@ -212,9 +212,15 @@ class SlurmCluster:
         return result.stdout
 
     def state(self, job_id: str) -> str:
-        """SLURM's state of a job (its allocation), e.g. ``COMPLETED``, ``CANCELLED``, ``PENDING``."""
+        """SLURM's state of a job (its allocation), e.g. ``COMPLETED``, ``CANCELLED``, ``PENDING``.
+
+        The accounting database's record (``sacct``), so that a test which waits for a final state can then read
+        that job's history there; a job just submitted reaches slurmdbd a moment later, and until then the
+        controller's state (``squeue``) answers."""
         lines = self.run("sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id).split()
-        return lines[0] if lines else ""
+        if lines:
+            return lines[0]
+        return self._run("squeue", "-h", "-t", "all", "-o", "%T", "-j", job_id).stdout.strip()
 
     def wait_idle(self, timeout: float = 300) -> None:
         """Until no job of this cluster is queued or running (a test's leftovers do not hold the next test)."""
