@@ -59,8 +59,13 @@ def speak(
     ``speed`` is in words per minute, ``pitch`` 0-99. Raises ``RuntimeError`` naming what to install if espeak-ng
     is missing.
     """
+    return write_audio_atomic(path, spoken(text, voice, speed, pitch, sample_rate), sample_rate)
+
+
+def spoken(text: str, voice: str = "en", speed: int = 160, pitch: int = 50, sample_rate: int = 16000) -> np.ndarray:
+    """``text`` spoken by espeak-ng: float32 ``(samples,)`` at ``sample_rate`` (``speak``'s arguments)."""
     audio, rate = synthesize(text, voice, speed, pitch)
-    return write_audio_atomic(path, resample(audio, rate, sample_rate), sample_rate)
+    return resample(audio, rate, sample_rate)
 
 
 def synthetic_speech(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:
@@ -124,13 +129,17 @@ def write_librispeech(
     n_utterances: int = 3,
     seed: int = 0,
     use_espeak: bool | None = None,
+    edge_silence_s: tuple[float, float] = (0.0, 0.0),
 ) -> list[Path]:
     """Writes ``<root>/<subset>/<spk>/<chapter>/<spk>-<chapter>-<utt:04d>.flac`` (16 kHz) and each chapter's
     ``<spk>-<chapter>.trans.txt`` (upper-case transcripts), LibriSpeech's layout. Speakers get different
     espeak-ng voices (``use_espeak=None``: espeak-ng where installed, else ``synthetic_speech`` of 1.5-3 s).
-    Returns the audio paths, sorted."""
+    ``edge_silence_s``: (min, max) seconds of silence drawn for each end of each utterance, as LibriSpeech's
+    segments keep a pause before and after the speech (espeak-ng's output starts at the first phone); its own draws,
+    so the texts do not depend on it. Returns the audio paths, sorted."""
     root = Path(root)
     rng = np.random.default_rng(seed)
+    silence_rng = np.random.default_rng([seed, 1])
     espeak = have_espeak() if use_espeak is None else use_espeak
     paths = []
     for subset_index, subset in enumerate(subsets):
@@ -147,10 +156,11 @@ def write_librispeech(
                     text = _sentence(rng, int(rng.integers(4, 9)))
                     path = folder / f"{utt_id}.flac"
                     if espeak:
-                        speak(text, path, voice=voice, speed=int(rng.integers(140, 190)))
+                        audio = spoken(text, voice=voice, speed=int(rng.integers(140, 190)))
                     else:
                         audio = synthetic_speech(rng.uniform(1.5, 3.0), 16000, int(rng.integers(1 << 31)))
-                        write_audio_atomic(path, audio, 16000)
+                    lead, trail = (silence_rng.uniform(*edge_silence_s, size=2) * 16000).astype(int)
+                    write_audio_atomic(path, np.pad(audio, (lead, trail)), 16000)
                     lines.append(f"{utt_id} {text.upper()}")
                     paths.append(path)
                 (folder / f"{speaker}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n")

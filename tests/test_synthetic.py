@@ -108,3 +108,23 @@ def test_layout_builders(tmp_path):
     rirs = synthetic.write_slr28_rirs(tmp_path / "rirs", n_files=2)
     assert [audio_info(p)[2] for p in rirs] == [1, 1, 2]
     assert all("RIRS_NOISES" in str(p) for p in rirs)
+
+
+def test_edge_silence_pads_each_utterance_and_keeps_its_speech_and_text(tmp_path):
+    plain = synthetic.write_librispeech(tmp_path / "plain", n_speakers=1, n_utterances=3)
+    padded = synthetic.write_librispeech(tmp_path / "padded", n_speakers=1, n_utterances=3,
+                                         edge_silence_s=(0.2, 0.5))
+    assert [p.relative_to(tmp_path / "plain") for p in plain] == [p.relative_to(tmp_path / "padded") for p in padded]
+    text = "dev-clean/100/1000/100-1000.trans.txt"
+    assert (tmp_path / "plain" / text).read_text() == (tmp_path / "padded" / text).read_text()
+    leads = []
+    for a, b in zip(plain, padded):
+        speech, rate = read_audio(a)
+        audio, _ = read_audio(b)
+        lead = np.flatnonzero(audio)[0] - np.flatnonzero(speech)[0]
+        trail = len(audio) - len(speech) - lead
+        assert 0.2 * rate <= lead <= 0.5 * rate and 0.2 * rate <= trail <= 0.5 * rate
+        np.testing.assert_array_equal(audio[lead:lead + len(speech)], speech)
+        assert not audio[:lead].any() and not audio[lead + len(speech):].any()
+        leads.append(lead)
+    assert len(set(leads)) == 3  # drawn per utterance
