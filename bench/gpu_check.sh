@@ -93,7 +93,7 @@ if [[ $smoke == 1 ]]; then
 else
     part "CUDA tests" 100 "$py" -m pytest -q -p no:cacheprovider -rs -k cuda $cuda_tests
     part "contamination bench" 90 "$py" bench/contamination_speed.py --device cuda --repeats 5
-    part "upstream bench" 60 "$py" bench/upstream_speed.py --device cuda --batch 16 --autocast bf16 --repeats 5
+    part "upstream bench" 60 "$py" bench/upstream_speed.py --device cuda --seconds 10 --batch 16 --autocast bf16 --repeats 5
     part "pretraining step bench" 200 "$py" bench/pretrain_step.py --device cuda --repeats 3 --profile
 fi
 say ""

@@ -88,3 +88,43 @@ def test_training_mode_gradients_match_stock(tmp_path):
     for name, p in ours.named_parameters():
         g_ref = grads_theirs[name].grad
         assert torch.allclose(p.grad, g_ref, rtol=1e-3, atol=1e-6), name
+
+
+def test_positional_weight_kept_between_calls_follows_every_change_of_its_parameters(tmp_path):
+    """Feature extraction keeps the normalised positional-conv weight between calls; an optimizer step (in place),
+    a load_state_dict and new tensors must each be seen, as stock's weight_norm sees them."""
+    ckpt = make_s3prl_distiller_checkpoint(tmp_path / "s3prl.ckpt", SMALL_DISTILLER)
+    ours, theirs = hub.robustdistiller_local(ckpt=str(ckpt)), hub.distiller_local(ckpt=str(ckpt))
+    wavs = _wavs()
+    assert _max_diff(_hidden_states(ours, wavs), _hidden_states(theirs, wavs)) <= 1e-4  # the weight is now kept
+    conv = ours.model.encoder.pos_conv[0]
+    stock_conv = theirs.model.model.encoder.pos_conv[0]
+    with torch.no_grad():
+        conv.weight_v.mul_(-0.5)  # in place: the same tensor, a new version
+        stock_conv.weight_v.mul_(-0.5)
+    assert _max_diff(_hidden_states(ours, wavs), _hidden_states(theirs, wavs)) <= 1e-4
+    state = {k: v * 1.5 if k.endswith("weight_g") else v for k, v in theirs.model.model.state_dict().items()}
+    theirs.model.model.load_state_dict(state)
+    ours.model.load_state_dict(state)  # copies into the same tensors
+    assert _max_diff(_hidden_states(ours, wavs), _hidden_states(theirs, wavs)) <= 1e-4
+    conv.weight_g = torch.nn.Parameter(conv.weight_g.detach() * 2)  # a new tensor
+    stock_conv.weight_g = torch.nn.Parameter(stock_conv.weight_g.detach() * 2)
+    assert _max_diff(_hidden_states(ours, wavs), _hidden_states(theirs, wavs)) <= 1e-4
+
+
+@pytest.mark.parametrize("kernel", [128, 31])
+def test_positional_conv_on_short_inputs_equals_the_full_kernel_and_its_gradient(kernel):
+    """Inputs shorter than half the kernel run on the taps that can meet them; output and gradients equal the full
+    convolution's at every length, odd kernels too."""
+    from robustdistiller_upstream.model.transformer import WeightNormConv1d
+
+    torch.manual_seed(0)
+    conv = WeightNormConv1d(64, kernel, 8)
+    for frames in [1, 2, 7, 20, kernel // 2 - 1, kernel // 2, 3 * kernel]:
+        x = torch.randn(2, 64, frames)
+        full = torch.nn.functional.conv1d(x, conv.weight(), conv.bias, padding=kernel // 2, groups=8)
+        out = conv(x)
+        assert out.shape == full.shape and (out - full).abs().max().item() <= 1e-4, frames
+        grad_full = torch.autograd.grad(full.square().sum(), conv.weight_v)[0]
+        grad = torch.autograd.grad(out.square().sum(), conv.weight_v)[0]
+        assert (grad - grad_full).abs().max().item() <= 1e-3 * grad_full.abs().max().item(), frames

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustdistiller_upstream.model.transformer import weight_norm_kernel_axis
 from robustdistiller_upstream.prune.arch import ArchConfig
 from robustdistiller_upstream.prune.hardconcrete import HardConcrete, allocate_kept
 
@@ -127,7 +128,7 @@ class WeightNormConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = self.weight_g * self.weight_v / self.weight_v.norm(dim=(0, 1), keepdim=True)
+        weight = weight_norm_kernel_axis(self.weight_v, self.weight_g)
         return F.conv1d(x, weight, self.bias, padding=self.padding, groups=self.groups)
 
 
