@@ -137,6 +137,8 @@ def write_librispeech(
     ``edge_silence_s``: (min, max) seconds of silence drawn for each end of each utterance, as LibriSpeech's
     segments keep a pause before and after the speech (espeak-ng's output starts at the first phone); its own draws,
     so the texts do not depend on it. Returns the audio paths, sorted."""
+    if not 0 <= edge_silence_s[0] <= edge_silence_s[1]:
+        raise ValueError(f"edge_silence_s={edge_silence_s}: needs 0 <= min <= max seconds")
     root = Path(root)
     rng = np.random.default_rng(seed)
     silence_rng = np.random.default_rng([seed, 1])

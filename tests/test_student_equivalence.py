@@ -122,7 +122,7 @@ def test_positional_conv_on_short_inputs_equals_the_full_kernel_and_its_gradient
     conv = WeightNormConv1d(64, kernel, 8)
     for frames in [1, 2, 7, 20, kernel // 2 - 1, kernel // 2, 3 * kernel]:
         x = torch.randn(2, 64, frames)
-        full = torch.nn.functional.conv1d(x, conv.weight(), conv.bias, padding=kernel // 2, groups=8)
+        full = torch.nn.functional.conv1d(x, conv.normalized_weight(), conv.bias, padding=kernel // 2, groups=8)
         out = conv(x)
         assert out.shape == full.shape and (out - full).abs().max().item() <= 1e-4, frames
         grad_full = torch.autograd.grad(full.square().sum(), conv.weight_v)[0]

@@ -12,7 +12,7 @@ import pytest
 from robustdistiller_upstream import synthetic
 from robustdistiller_upstream.audio import audio_info, read_audio
 from robustdistiller_upstream.espeak import espeak_source, synthesize
-from system_packages import needs_espeak, needs_espeak_program
+from system_packages import needs_espeak_program
 
 # the augment extra installs the wheel where it exists (setup.cfg's marker): nothing else may skip these tests
 needs_wheel = pytest.mark.skipif(not (sys.platform == "linux" and platform.machine() == "x86_64"),
@@ -128,3 +128,6 @@ def test_edge_silence_pads_each_utterance_and_keeps_its_speech_and_text(tmp_path
         assert not audio[:lead].any() and not audio[lead + len(speech):].any()
         leads.append(lead)
     assert len(set(leads)) == 3  # drawn per utterance
+    with pytest.raises(ValueError, match="edge_silence_s"):
+        synthetic.write_librispeech(tmp_path / "bad", n_speakers=1, n_utterances=1, edge_silence_s=(0.5, 0.2))
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

@@ -82,8 +82,13 @@ def weight_norm_kernel_axis(weight_v: Tensor, weight_g: Tensor) -> Tensor:
     """``weight_g * weight_v / ||weight_v||``, the norm over every dim but the last (the kernel axis): weight_v
     (out, in/groups, kernel), weight_g (1, 1, kernel). torch's fused weight-norm kernel (what ``weight_norm(dim=2)``
     runs): on CPU 7x faster than ``weight_v.norm(dim=(0, 1))``, a strided reduction that took 21 of the 125 ms of a
-    1 s utterance (bench/upstream_speed.py); differentiable, and exported to ONNX."""
+    1 s utterance (torch profiler, docs/performance.md); differentiable, and exported to ONNX."""
     return torch._weight_norm(weight_v, weight_g, 2)
+
+
+def _tracing() -> bool:
+    """Whether a trace (TorchScript, ONNX export) records this call: values and shapes seen now would be frozen."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 class WeightNormConv1d(nn.Module):
@@ -105,9 +110,9 @@ class WeightNormConv1d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim))
         self._kept: Optional[tuple[tuple, Tensor]] = None  # (parameters' identity and versions, weight)
 
-    def weight(self) -> Tensor:
+    def normalized_weight(self) -> Tensor:
         """The normalised weight (dim, dim/groups, kernel)."""
-        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if torch.is_grad_enabled() or _tracing():
             self._kept = None
             return weight_norm_kernel_axis(self.weight_v, self.weight_g)
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in (self.weight_v, self.weight_g))
@@ -121,10 +126,10 @@ class WeightNormConv1d(nn.Module):
         When the input is shorter than half the kernel (under 1.3 s for HuBERT's 128 taps), the outer taps only
         ever meet the zero padding: they are cut off, with as much padding, for the same output (0.5 s x 4: 21 ->
         8 ms). Not while tracing, where the cut would be frozen for one length."""
-        weight, padding = self.weight(), self.padding
+        weight, padding = self.normalized_weight(), self.padding
         kernel = weight.shape[-1]
         unused = padding - (x.shape[-1] + 2 * padding - kernel)  # taps at each end that see only padding
-        if unused >= kernel // 16 and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        if unused >= max(1, kernel // 16) and not _tracing():
             weight, padding = weight[..., unused:kernel - unused], padding - unused
         return F.conv1d(x, weight, self.bias, padding=padding, groups=self.groups)
 
