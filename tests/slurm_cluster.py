@@ -32,6 +32,7 @@ import pytest
 
 from system_packages import missing
 
+FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED")
 PACKAGES = ("slurm-wlm", "slurmdbd", "munge", "mariadb-server")
 DAEMONS = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "slurmd", "sbatch", "sacct")
 SBIN = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -214,13 +215,18 @@ class SlurmCluster:
     def state(self, job_id: str) -> str:
         """SLURM's state of a job (its allocation), e.g. ``COMPLETED``, ``CANCELLED``, ``PENDING``.
 
-        The accounting database's record (``sacct``), so that a test which waits for a final state can then read
-        that job's history there; a job just submitted reaches slurmdbd a moment later, and until then the
-        controller's state (``squeue``) answers."""
-        lines = self.run("sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id).split()
-        if lines:
-            return lines[0]
-        return self._run("squeue", "-h", "-t", "all", "-o", "%T", "-j", job_id).stdout.strip()
+        The controller's (``squeue``), which is current; slurmdbd (``sacct``) records a job a moment after the
+        controller, so a final state is returned only once ``sacct`` shows it too (a test then reads that job's
+        history there), and a job the controller has forgotten is answered from ``sacct``."""
+        deadline = time.monotonic() + 60
+        while True:
+            current = self._run("squeue", "-h", "-t", "all", "-o", "%T", "-j", job_id).stdout.strip()
+            accounted = self.run("sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id).split()[:1]
+            if not current:
+                return accounted[0] if accounted else ""
+            if current not in FINAL_STATES or accounted == [current] or time.monotonic() > deadline:
+                return current
+            time.sleep(0.2)
 
     def wait_idle(self, timeout: float = 300) -> None:
         """Until no job of this cluster is queued or running (a test's leftovers do not hold the next test)."""
