@@ -3,8 +3,11 @@ stack: ``make test-current``)."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 import torch
+import torch.nn.functional as F
 from s3prl import hub
 from s3prl_checkpoints import SMALL_DISTILLER, make_s3prl_distiller_checkpoint
 
@@ -21,8 +24,8 @@ def ckpt(tmp_path_factory):
     return str(make_s3prl_distiller_checkpoint(tmp_path_factory.mktemp("ckpt") / "student.ckpt", CONFIG))
 
 
-def _frontend(ckpt: str, **kwargs) -> torch.nn.Module:
-    conf = {"upstream": "robustdistiller_local", "path_or_url": ckpt}
+def _frontend(ckpt: str, extra_conf: Optional[dict] = None, **kwargs) -> torch.nn.Module:
+    conf = {"upstream": "robustdistiller_local", "path_or_url": ckpt, "extra_conf": extra_conf}
     return s3prl_frontend.S3prlFrontend(frontend_conf=conf, **kwargs)
 
 
@@ -66,6 +69,19 @@ def test_layer_selection_is_our_hidden_state(ckpt):
             for b, utterance in enumerate(ours):
                 frames = len(utterance[layer])
                 torch.testing.assert_close(feats[b, :frames], utterance[layer], atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_autocast_option_in_frontend_conf(ckpt):
+    """``frontend_conf: {extra_conf: {autocast: bf16}}``: ESPnet's features are float32, computed in bf16, close to
+    the float32 ones on every valid frame."""
+    wav, lengths = _batch()
+    with torch.no_grad():
+        reference, _ = _frontend(ckpt, multilayer_feature=True).eval()(wav, lengths)
+        feats, feats_lens = _frontend(ckpt, {"autocast": "bf16"}, multilayer_feature=True).eval()(wav, lengths)
+    assert feats.dtype == torch.float32 and feats_lens.tolist() == [100, 63]
+    valid = torch.arange(feats.shape[1])[None, :] < feats_lens[:, None]
+    assert F.cosine_similarity(reference, feats, dim=-1)[valid].mean().item() >= 0.99
+    assert (reference - feats).abs().max().item() > 1e-4  # it did not run in float32
 
 
 def test_espnet_feature_grad_mult_reaches_the_cnn(ckpt):

@@ -1,4 +1,5 @@
-"""The upstream expert under s3prl's interfaces: S3PRLUpstream, autocast, feature_grad_mult (issue 2)."""
+"""The upstream expert under s3prl's interfaces: S3PRLUpstream, autocast, feature_grad_mult (issue 2), the bf16
+upstream option (issue 31)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import torch.nn.functional as F
 from s3prl import hub
 from s3prl.nn import S3PRLUpstream
 from s3prl_checkpoints import SMALL_DISTILLER, make_s3prl_distiller_checkpoint
+
+from robustdistiller_upstream.errors import CheckpointError, ConfigError
+from robustdistiller_upstream.synthetic import synthetic_speech
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +43,65 @@ def test_autocast_bf16_on_cpu(ckpt):
         assert b.dtype == torch.bfloat16 or b.dtype == torch.float32
         similarity = F.cosine_similarity(a.flatten(1).float(), b.flatten(1).float(), dim=-1)
         assert similarity.min() > 0.99
+
+
+def frame_cosines(reference: list[torch.Tensor], other: list[torch.Tensor], valid: torch.Tensor) -> list[float]:
+    """Per hidden state, the cosine of ``other`` to ``reference`` frame by frame, mean over the valid frames."""
+    return [F.cosine_similarity(a, b, dim=-1)[valid].mean().item() for a, b in zip(reference, other, strict=True)]
+
+
+def test_autocast_option_through_s3prl_hub(ckpt, tmp_path):
+    """``autocast: bf16`` from a ``-g`` file (as s3prl's runner passes it) and from ``extra_conf``: the forward runs
+    in bf16, and what reaches s3prl is float32 and close to the float32 upstream's."""
+    options = tmp_path / "options.yaml"
+    options.write_text("autocast: bf16\n")
+    wavs = [torch.from_numpy(synthetic_speech(1.5, seed=1)), torch.from_numpy(synthetic_speech(1.0, seed=2))]
+    fp32 = hub.robustdistiller_local(ckpt=str(ckpt)).eval()
+    from_file = hub.robustdistiller_local(ckpt=str(ckpt), model_config=str(options)).eval()
+    with torch.no_grad():
+        reference, out = fp32(wavs), from_file(wavs)
+    valid = reference["pad_mask"].bool()
+    keys = ("hidden_states", "predictions")
+    states = [t for key in keys for t in out[key]] + [out["last_hidden_state"], out["paper"], out["pad_mask"]]
+    assert all(t.dtype == torch.float32 for t in states)
+    assert torch.equal(out["pad_mask"], reference["pad_mask"])
+    ours, theirs = [t for key in keys for t in reference[key]], [t for key in keys for t in out[key]]
+    assert min(frame_cosines(ours, theirs, valid)) >= 0.99
+    assert max((a - b).abs().max().item() for a, b in zip(ours, theirs)) > 1e-4  # it did not run in float32
+
+    wrapped = S3PRLUpstream("robustdistiller_local", path_or_url=str(ckpt), extra_conf={"autocast": "bf16"}).eval()
+    with torch.no_grad():
+        hidden, _ = wrapped(torch.stack([wavs[0], torch.cat([wavs[1], torch.zeros(8000)])]),
+                            torch.tensor([len(w) for w in wavs]))
+    assert all(h.dtype == torch.float32 for h in hidden)
+    hidden = [h[:, : valid.shape[1]] for h in hidden]  # S3PRLUpstream pads to len(range(0, samples, 320)) frames
+    assert min(frame_cosines(reference["hidden_states"], hidden, valid)) >= 0.99
+    assert max((a - b).abs().max().item() for a, b in zip(reference["hidden_states"], hidden)) > 1e-4
+
+
+def test_options_file_errors_name_the_file_and_key(ckpt, tmp_path):
+    options = tmp_path / "options.yaml"
+    options.write_text("autocast: fp16\n")
+    with pytest.raises(ConfigError, match=f"{options}: autocast: 'fp16' is not one of \\['none', 'bf16'\\]"):
+        hub.robustdistiller_local(ckpt=str(ckpt), model_config=str(options))
+    options.write_text("precision: bf16\n")
+    with pytest.raises(ConfigError, match=f"{options}: unknown key\\(s\\) \\['precision'\\]"):
+        hub.robustdistiller_local(ckpt=str(ckpt), model_config=str(options))
+    with pytest.raises(ConfigError, match="extra_conf: autocast: 'bfloat16' is not one of"):
+        S3PRLUpstream("robustdistiller_local", path_or_url=str(ckpt), extra_conf={"autocast": "bfloat16"})
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'none.yaml'}: config file not found"):
+        hub.robustdistiller_local(ckpt=str(ckpt), model_config=str(tmp_path / "none.yaml"))
+
+
+def test_trust_checkpoint_from_options_file(tmp_path):
+    """``trust_checkpoint: true`` in the ``-g`` file lets an old checkpoint with pickled objects load."""
+    old = make_s3prl_distiller_checkpoint(tmp_path / "old.ckpt", SMALL_DISTILLER,
+                                          extra={"Scheduler": torch.optim.lr_scheduler.ConstantLR})
+    with pytest.raises(CheckpointError, match="trust_checkpoint"):
+        hub.robustdistiller_local(ckpt=str(old))
+    options = tmp_path / "options.yaml"
+    options.write_text("trust_checkpoint: true\nautocast: none\n")
+    assert hub.robustdistiller_local(ckpt=str(old), model_config=str(options)).options.trust_checkpoint
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from prune_helpers import batch, gated_copy, valid_max_diff, write_teacher
 
-from robustdistiller_upstream.errors import CheckpointError
+from robustdistiller_upstream.errors import CheckpointError, ConfigError
 from robustdistiller_upstream.prune.checkpoint import describe_pruned_checkpoint, save_pruned_checkpoint
 from robustdistiller_upstream.prune.export import export_pruned
 from robustdistiller_upstream.s3prl_plugin.dpwavlm import HUB_ENTRIES
@@ -44,6 +45,32 @@ def test_hub_entry_gives_s3prl_hidden_states(pruned):
     # the first CNN layer's group norm spans the padding (as in fairseq and stock s3prl): batching changes the
     # short utterance's features; the rest (attention masks, positional conv) must not add to that
     assert max(float((a[0] - b[1, :29]).abs().max()) for a, b in zip(alone["hidden_states"], hidden)) > 1e-3
+
+
+def test_bf16_autocast_option_returns_float32(pruned, tmp_path):
+    """``autocast: bf16`` (``-g`` file or keyword) runs the pruned model in bf16 and hands s3prl float32 states close
+    to the float32 ones; ``trust_checkpoint`` does not apply to these tensor-only files and says so."""
+    _, path = pruned
+    wav, _ = batch([16000, 9600])
+    wavs = [wav[0], wav[1, :9600]]
+    options = tmp_path / "options.yaml"
+    options.write_text("autocast: bf16\n")
+    with torch.no_grad():
+        reference = robustdistiller_dpwavlm_local(ckpt=str(path)).eval()(wavs)
+        outs = [robustdistiller_dpwavlm_local(ckpt=str(path), **kw).eval()(wavs)
+                for kw in ({"model_config": str(options)}, {"autocast": "bf16"})]
+    valid = reference["pad_mask"].bool()
+    for out in outs:
+        assert all(h.dtype == torch.float32 for h in out["hidden_states"]) and out["pad_mask"].dtype == torch.float32
+        pairs = list(zip(reference["hidden_states"], out["hidden_states"], strict=True))
+        assert min(F.cosine_similarity(a, b, dim=-1)[valid].mean().item() for a, b in pairs) >= 0.99
+        assert max((a - b).abs().max().item() for a, b in pairs) > 1e-4  # it did not run in float32
+    options.write_text("trust_checkpoint: true\n")
+    with pytest.raises(ConfigError, match=f"{options}: trust_checkpoint does not apply"):
+        robustdistiller_dpwavlm_local(ckpt=str(path), model_config=str(options))
+    options.write_text("autocast: fp16\n")
+    with pytest.raises(ConfigError, match=f"{options}: autocast: 'fp16' is not one of"):
+        robustdistiller_dpwavlm_local(ckpt=str(path), model_config=str(options))
 
 
 def test_padding_does_not_leak_without_group_norm(tmp_path):

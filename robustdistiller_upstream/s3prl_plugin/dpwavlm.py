@@ -8,17 +8,18 @@ DPHuBERT's layout (``{"config", "state_dict"}``: our ``robustdistiller prune`` e
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from s3prl.upstream.interfaces import UpstreamBase
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from robustdistiller_upstream.errors import CheckpointError
+from robustdistiller_upstream.errors import CheckpointError, ConfigError
 from robustdistiller_upstream.prune.checkpoint import load_pruned_checkpoint
 from robustdistiller_upstream.prune.params import num_params
 from robustdistiller_upstream.s3prl_plugin.download import download_checkpoint
+from robustdistiller_upstream.s3prl_plugin.options import read_upstream_options
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +29,17 @@ HUB_ENTRIES = ["robustdistiller_dpwavlm_local", "robustdistiller_dpwavlm_url"]
 class DPWavLMExpert(UpstreamBase):
     """``forward(list of (samples,) 16 kHz tensors)`` -> ``hidden_states``: the transformer input and every
     layer's output (s3prl's WavLM/HuBERT convention), each (batch, frames, dim); ``last_hidden_state``; ``pad_mask``
-    (batch, frames), 1 on valid frames."""
+    (batch, frames), 1 on valid frames. All float32, also under the ``autocast: bf16`` option (``model_config``
+    YAML or keyword argument, as for ``robustdistiller_local``)."""
 
-    def __init__(self, ckpt: str, **kwargs: Any) -> None:
+    def __init__(self, ckpt: str, model_config: Optional[str] = None, autocast: Optional[str] = None,
+                 **kwargs: Any) -> None:
         kwargs.pop("refresh", None)
-        kwargs.pop("model_config", None)  # no options: the checkpoint holds the whole architecture
         super().__init__(**kwargs)
+        self.options = read_upstream_options(model_config, autocast=autocast)
+        if self.options.trust_checkpoint:
+            raise ConfigError(f"{model_config}: trust_checkpoint does not apply to robustdistiller_dpwavlm_local "
+                              "(pruned checkpoints hold only tensors and always load with weights_only=True)")
         self.model = load_pruned_checkpoint(ckpt).build_model()
         logger.info("loaded %s (%.2fM parameters)", ckpt, num_params(self.model) / 1e6)
 
@@ -42,7 +48,9 @@ class DPWavLMExpert(UpstreamBase):
 
     def forward(self, wavs: list[Tensor]) -> dict[str, Any]:
         lengths = torch.tensor([len(wav) for wav in wavs], device=wavs[0].device)
-        hidden_states, frame_lengths = self.model(pad_sequence(wavs, batch_first=True), lengths)
+        with self.options.forward_context(wavs[0].device):
+            hidden_states, frame_lengths = self.model(pad_sequence(wavs, batch_first=True), lengths)
+        hidden_states = self.options.as_returned(hidden_states)
         frames = hidden_states[0].shape[1]
         valid = torch.arange(frames, device=lengths.device)[None, :] < frame_lengths[:, None]
         return {

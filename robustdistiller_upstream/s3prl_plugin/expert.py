@@ -6,32 +6,14 @@ import logging
 from typing import Any, Optional
 
 import torch
-import yaml
 from s3prl.upstream.interfaces import UpstreamBase
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from robustdistiller_upstream.checkpoint import load_student_checkpoint
-from robustdistiller_upstream.errors import ConfigError
+from robustdistiller_upstream.s3prl_plugin.options import read_upstream_options
 
 logger = logging.getLogger(__name__)
-
-_EXPERT_OPTIONS = {"trust_checkpoint"}
-
-
-def read_expert_options(model_config: Optional[str]) -> dict[str, Any]:
-    """Options from the s3prl ``-g/--upstream_model_config`` YAML (only ``trust_checkpoint`` for now)."""
-    if not model_config:
-        return {}
-    try:
-        with open(model_config) as f:
-            options = yaml.safe_load(f) or {}
-    except OSError as exc:
-        raise ConfigError(f"{model_config}: cannot read upstream model config ({exc})") from None
-    if not isinstance(options, dict) or set(options) - _EXPERT_OPTIONS:
-        raise ConfigError(f"{model_config}: unknown upstream option(s); allowed: {sorted(_EXPERT_OPTIONS)}")
-    return options
-
 
 def featurizer_safe(states: list[Tensor]) -> list[Tensor]:
     """The states of ``states[0]``'s (the encoder's) width, each (batch, frames, dim), in order.
@@ -50,16 +32,25 @@ class UpstreamExpert(UpstreamBase):
     ``hidden_states``: [projected CNN features, each transformer layer, each prediction head], every one
     (batch, frames, dim) - the same list, order and lengths as stock ``distiller_local`` for the same weights -
     without the heads when their width differs from the encoder's (``featurizer_safe``). ``predictions``: the
-    heads alone (``-s predictions``), ``paper``: the last transformer layer (``-s paper``).
+    heads alone (``-s predictions``), ``paper``: the last transformer layer (``-s paper``). All float32, also
+    under ``autocast: bf16``.
+
+    Options (``trust_checkpoint``, ``autocast``) come from the ``model_config`` YAML (s3prl's ``-g``) and the
+    keyword arguments (``extra_conf``): :class:`~robustdistiller_upstream.s3prl_plugin.options.UpstreamOptions`.
     """
 
     def __init__(
-        self, ckpt: str, model_config: Optional[str] = None, trust_checkpoint: bool = False, **kwargs: Any
+        self,
+        ckpt: str,
+        model_config: Optional[str] = None,
+        trust_checkpoint: Optional[bool] = None,
+        autocast: Optional[str] = None,
+        **kwargs: Any,
     ) -> None:
         kwargs.pop("refresh", None)  # s3prl passes it to every entry; it only matters for downloads
         super().__init__(**kwargs)
-        options = read_expert_options(model_config)
-        checkpoint = load_student_checkpoint(ckpt, trust_checkpoint or bool(options.get("trust_checkpoint", False)))
+        self.options = read_upstream_options(model_config, trust_checkpoint=trust_checkpoint, autocast=autocast)
+        checkpoint = load_student_checkpoint(ckpt, self.options.trust_checkpoint)
         self.model = checkpoint.build_model()
         self.metadata = checkpoint.metadata
         logger.info("loaded %s (%.1fM parameters without heads)", ckpt, self.model.num_parameters() / 1e6)
@@ -69,13 +60,15 @@ class UpstreamExpert(UpstreamBase):
 
     def forward(self, wavs: list[Tensor]) -> dict[str, Any]:
         lengths = torch.tensor([len(wav) for wav in wavs], device=wavs[0].device)
-        out = self.model(pad_sequence(wavs, batch_first=True), lengths)
-        heads = list(out.predictions.unbind(1))
-        hidden_states = featurizer_safe([out.projected, *out.layer_hiddens, *heads])
+        with self.options.forward_context(wavs[0].device):
+            out = self.model(pad_sequence(wavs, batch_first=True), lengths)
+        states = self.options.as_returned([out.projected, *out.layer_hiddens, *out.predictions.unbind(1)])
+        layers, heads = states[1 : 1 + len(out.layer_hiddens)], states[1 + len(out.layer_hiddens) :]
+        hidden_states = featurizer_safe(states)
         return {
             "hidden_states": hidden_states,
             "last_hidden_state": hidden_states[-1],
-            "pad_mask": (~out.padding_mask).to(out.projected.dtype),  # (batch, frames), 1 = valid, as s3prl
-            "paper": out.layer_hiddens[-1],  # the DistilHuBERT paper's representation
+            "pad_mask": (~out.padding_mask).to(states[0].dtype),  # (batch, frames), 1 = valid, as s3prl
+            "paper": layers[-1],  # the DistilHuBERT paper's representation
             "predictions": heads,
         }
