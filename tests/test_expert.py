@@ -69,6 +69,11 @@ def test_autocast_option_through_s3prl_hub(ckpt, tmp_path):
     assert min(frame_cosines(ours, theirs, valid)) >= 0.99
     assert max((a - b).abs().max().item() for a, b in zip(ours, theirs)) > 1e-4  # it did not run in float32
 
+    from_file.train()  # fine-tuning (-f): gradients reach the float32 parameters through the bf16 forward
+    from_file(wavs)["hidden_states"][-1].pow(2).mean().backward()
+    grads = [p.grad for p in from_file.model.encoder.layers.parameters()]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
     wrapped = S3PRLUpstream("robustdistiller_local", path_or_url=str(ckpt), extra_conf={"autocast": "bf16"}).eval()
     with torch.no_grad():
         hidden, _ = wrapped(torch.stack([wavs[0], torch.cat([wavs[1], torch.zeros(8000)])]),

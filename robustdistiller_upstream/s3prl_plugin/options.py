@@ -7,10 +7,9 @@ both fill one :class:`UpstreamOptions`, the keyword arguments winning. An unknow
 
 from __future__ import annotations
 
-import contextlib
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import torch
 from torch import Tensor
@@ -24,19 +23,23 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
 class UpstreamOptions:
     """What a user may set on our PyTorch upstreams.
 
-    trust_checkpoint: allow unpickling code objects from the checkpoint (old s3prl files); only for files you trust.
-    autocast: ``bf16`` runs the upstream's forward under ``torch.autocast`` in bfloat16 on the input's device (CPUs
-        with AVX-512 BF16 or AMX, GPUs); the returned hidden states are cast back to float32. ``none``: float32.
+    ``trust_checkpoint``: allow unpickling code objects from the checkpoint (old s3prl files); only for files you
+    trust. ``autocast``: ``bf16`` runs the upstream's forward under ``torch.autocast`` in bfloat16 on the input's
+    device (for CPUs with AVX-512 BF16 or AMX, and GPUs); the returned hidden states are cast back to float32.
+    ``none``: float32 throughout.
     """
 
     trust_checkpoint: bool = False
     autocast: Literal["none", "bf16"] = "none"
 
-    def forward_context(self, device: torch.device) -> AbstractContextManager:
+    @contextmanager
+    def forward_context(self, device: torch.device) -> Iterator[None]:
         """The context the upstream's forward runs in on ``device``."""
         if self.autocast == "none":
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[self.autocast])
+            yield
+            return
+        with torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[self.autocast]):
+            yield
 
     def as_returned(self, states: list[Tensor]) -> list[Tensor]:
         """``states`` as handed to s3prl: float32 where autocast computed them in a lower precision."""
