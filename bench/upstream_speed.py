@@ -55,7 +55,8 @@ def load_upstreams(autocast: str, device: torch.device) -> Runners:
         torch.save({"Config": {"distiller": distiller},
                     "Distiller": DistillerModel(DistillerConfig(dict(distiller))).state_dict()}, ckpt)
         if autocast == "none":
-            runners = {"stock": (hub.distiller_local(ckpt=ckpt), plain), "ours": (hub.robustdistiller_local(ckpt=ckpt), plain)}
+            runners = {"stock": (hub.distiller_local(ckpt=ckpt), plain),
+                       "ours": (hub.robustdistiller_local(ckpt=ckpt), plain)}
         else:
             options = Path(tmp) / "options.yaml"
             options.write_text(f"autocast: {autocast}\n")
