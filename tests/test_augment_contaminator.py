@@ -24,7 +24,13 @@ from robustdistiller_upstream.augment import (
 )
 from robustdistiller_upstream.augment.config import DistortionSetConfig
 from robustdistiller_upstream.augment.effects import pitch_shift
-from robustdistiller_upstream.augment.ops import direct_path_delay, fft_convolve, fft_size, place_rirs
+from robustdistiller_upstream.augment.ops import (
+    direct_path_delay,
+    fft_convolve,
+    fft_size,
+    place_rirs,
+    reverb_fft_size,
+)
 from robustdistiller_upstream.augment.spectra import RirSpectra
 from robustdistiller_upstream.config import load_config
 from robustdistiller_upstream.errors import AudioError
@@ -121,6 +127,36 @@ def test_fft_convolution_equals_scipy_with_real_rirs(banks):
     for i, (rir, d) in enumerate(zip(rirs, delays)):
         expected = scipy.signal.fftconvolve(x[i].double().numpy(), rir.double().numpy())[d : d + 20000]
         np.testing.assert_allclose(out[i].numpy(), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("compensate_delay", [False, True])
+def test_rirs_longer_than_the_batch_reverberate_exactly_at_the_batch_width(compensate_delay):
+    """A bank with a recording far longer than the batch (SLR28 with ``rirs_only: false``): the FFT size follows
+    the batch width, not the longest file, and every row still equals the full linear convolution, shifted by
+    the delay and cut to its length (direct paths before, inside and after the batch width)."""
+    gen = torch.Generator().manual_seed(3)
+    samples, lengths = 3000, torch.tensor([3000, 2100, 3000, 900])
+    rirs = []
+    for n, delay in ((40000, 25000), (400, 30), (9000, 2500), (16000, 7)):
+        rir = torch.randn(1, n, generator=gen) * torch.exp(-torch.arange(n) / n * 3)
+        rir[0, delay] = 40.0
+        rirs.append(rir)
+    bank = RirBank([f"long{i}" for i in range(len(rirs))], rirs, 16000, skipped={})
+    config = ContaminationConfig(p_clean=0, p_noise=0, p_reverb=1, p_noise_reverb=0,
+                                 compensate_delay=compensate_delay, normalize_rir=False)
+    contaminator = Contaminator(config, None, bank)
+    wav = torch.randn(len(rirs), samples, generator=gen)
+    records = [TransformRecord(op="reverb", seed=0, rir=f"long{i}", rir_channel=0) for i in range(len(rirs))]
+    out, filled = contaminator.apply(wav, lengths, records)
+    n_fft = reverb_fft_size(samples, bank.longest)
+    assert n_fft < fft_size(samples, bank.longest) // 4
+    assert contaminator.rir_spectra.bytes == len(rirs) * (n_fft // 2 + 1) * 8  # spectra at that size
+    for i, (rir, n) in enumerate(zip(rirs, lengths.tolist())):
+        shift = direct_path_delay(rir[0]) if compensate_delay else 0
+        assert filled[i].rir_delay == shift
+        full = scipy.signal.fftconvolve(wav[i, :n].double().numpy(), rir[0].double().numpy())
+        np.testing.assert_allclose(out[i, :n].numpy(), full[shift : shift + n], atol=2e-3, rtol=0)
+        assert not out[i, n:].any()
 
 
 def test_deterministic_bytes_and_replay(speech, banks):

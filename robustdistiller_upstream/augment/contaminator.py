@@ -21,7 +21,7 @@ from robustdistiller_upstream.augment.banks import NoiseBank, RirBank
 from robustdistiller_upstream.augment.config import ContaminationConfig
 from robustdistiller_upstream.augment.effects import band_reject, draw_band, pitch_shift
 from robustdistiller_upstream.augment.generators import COLORS, colored_noise
-from robustdistiller_upstream.augment.ops import fft_convolve, fft_size, length_mask, snr_gain
+from robustdistiller_upstream.augment.ops import fft_convolve, length_mask, reverb_fft_size, snr_gain
 from robustdistiller_upstream.augment.spectra import RirSpectra
 from robustdistiller_upstream.errors import AudioError
 
@@ -322,7 +322,7 @@ class Contaminator:
             bank = self.rir_bank
             # n_fft from the batch width and the bank's longest RIR, not from this draw: batches of one width
             # reuse the cached RIR spectra
-            n_fft = fft_size(samples, bank.longest)
+            n_fft = reverb_fft_size(samples, bank.longest)
             spectra, delays = self.rir_spectra.batch(
                 [(bank.index_of(records[b].rir), records[b].rir_channel or 0) for b in reverberant], n_fft, device)
             shape = (len(reverberant), n_fft)

@@ -52,18 +52,31 @@ def fft_size(samples: int, rir_samples: int) -> int:
     return 2 * next_fast_len(-(-(samples + rir_samples - 1) // 2), real=True)
 
 
+def reverb_fft_size(samples: int, longest_rir: int) -> int:
+    """FFT length for reverberating rows of ``samples`` with RIRs of up to ``longest_rir`` samples, the output cut
+    to the input length: a tap more than ``samples - 1`` from the direct path never reaches a kept output sample,
+    so an RIR counts as at most ``samples`` long (``place_rirs`` drops the rest). A bank that holds minutes-long
+    recordings (SLR28 with ``rirs_only: false``) then costs what its batch width costs, not what its longest file
+    would: ``fft_size(samples, longest_rir)`` grew with that file."""
+    return fft_size(samples, min(longest_rir, samples))
+
+
 def place_rirs(rirs: list[torch.Tensor], delays: list[int], n_fft: int, device: torch.device) -> torch.Tensor:
-    """Float ``(batch, n_fft)`` buffer with RIR b advanced by ``delays[b]`` samples, circularly.
+    """Float ``(batch, n_fft)`` buffer with RIR b advanced by ``delays[b]`` samples, circularly, keeping the taps
+    at most ``(n_fft - 1) // 2`` samples from the direct path on either side.
 
     The taps before the direct path land at the buffer's end (negative lags), so a circular convolution of
-    length ``n_fft >= samples + rir_samples - 1`` equals the linear one shifted left by the delay.
+    length ``n_fft >= samples + rir_samples - 1``, or ``n_fft = reverb_fft_size(samples, rir_samples)``, equals
+    the linear one shifted left by the delay on the first ``samples`` outputs: the taps dropped are farther
+    than ``samples - 1`` from the direct path and reach none of them.
     """
+    reach = (n_fft - 1) // 2
     buf = torch.zeros(len(rirs), n_fft, device=device)
     for b, (rir, delay) in enumerate(zip(rirs, delays)):
-        rir = rir.to(device)
-        buf[b, : len(rir) - delay] = rir[delay:]
-        if delay:
-            buf[b, n_fft - delay :] = rir[:delay]
+        late, early = rir[delay : delay + reach + 1], rir[max(0, delay - reach) : delay]
+        buf[b, : len(late)] = late.to(device)
+        if len(early):
+            buf[b, n_fft - len(early) :] = early.to(device)
     return buf
 
 

@@ -138,18 +138,21 @@ def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: 
     ``batch_size`` or, with ``max_samples`` > 0, into runs whose lengths sum to at most ``max_samples`` (an
     utterance longer than that alone), shuffle the batch order. Deterministic in (seed, epoch)."""
     rng = np.random.default_rng([seed, epoch])
-    order = np.lexsort((rng.permutation(len(lengths)), np.asarray(lengths))).tolist()
+    lengths = np.asarray(lengths)
+    sorting = np.lexsort((rng.permutation(len(lengths)), lengths))
+    order = sorting.tolist()
     if max_samples <= 0:
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     else:
-        batches, total = [[]], 0
-        for index in order:
-            if batches[-1] and total + lengths[index] > max_samples:
-                batches.append([])
-                total = 0
-            batches[-1].append(index)
-            total += lengths[index]
-        batches = [batch for batch in batches if batch]
+        # the lengths in sorted order: the loop reads them one after the other, not scattered over the corpus (a
+        # random read per utterance made a corpus of 281k utterances cost 3x more per utterance than one of 28k)
+        batches, start, total = [], 0, 0
+        for position, length in enumerate(lengths[sorting].tolist()):
+            if position > start and total + length > max_samples:
+                batches.append(order[start:position])
+                start, total = position, 0
+            total += length
+        batches += [order[start:]] if order else []
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
