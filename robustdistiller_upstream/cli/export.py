@@ -13,10 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="the .onnx file (onnx) or the folder (hf) to write")
     int8 = parser.add_mutually_exclusive_group()
     int8.add_argument("--int8", dest="int8", action="store_const", const="auto",
-                      help="onnx: int8 that keeps every hidden state's cosine to fp32 >= --min-cosine on generated "
-                           "speech it was not calibrated on (espeak-ng's where installed): static int8, calibrated "
-                           "on the --calibrate files or else on generated espeak-ng speech, if it does, else dynamic "
-                           "int8 if it does, else nothing is written")
+                      help="onnx: checked int8: static int8 (calibrated on the --calibrate files, else on generated "
+                           "espeak-ng speech) if every hidden state keeps a cosine to fp32 >= --min-cosine on "
+                           "generated espeak-ng speech it was not calibrated on, else dynamic int8 if it does, else "
+                           "nothing is written")
     int8.add_argument("--int8-static", dest="int8", action="store_const", const="static",
                       help="onnx: static int8 whatever its cosines (CNN convolutions too; activation ranges "
                            "calibrated as for --int8)")
