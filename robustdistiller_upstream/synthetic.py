@@ -22,6 +22,7 @@ __all__ = [
     "ESPEAK_VOICES",
     "have_espeak",
     "speak",
+    "spoken_sentences",
     "synthetic_speech",
     "make_noise",
     "simulate_rir",
@@ -66,6 +67,15 @@ def spoken(text: str, voice: str = "en", speed: int = 160, pitch: int = 50, samp
     """``text`` spoken by espeak-ng: float32 ``(samples,)`` at ``sample_rate`` (``speak``'s arguments)."""
     audio, rate = synthesize(text, voice, speed, pitch)
     return resample(audio, rate, sample_rate)
+
+
+def spoken_sentences(count: int, voices: Sequence[str], seed: int = 0, sample_rate: int = 16000) -> list[np.ndarray]:
+    """``count`` random sentences of 6-15 words, spoken by espeak-ng by ``voices`` in turn at 140-190 words per
+    minute and pitch 30-70: float32 ``(samples,)`` each at ``sample_rate``. Raises ``RuntimeError`` naming what to
+    install if espeak-ng is missing."""
+    rng = np.random.default_rng(seed)
+    return [spoken(_sentence(rng, int(rng.integers(6, 16))), voices[i % len(voices)], int(rng.integers(140, 190)),
+                   int(rng.integers(30, 70)), sample_rate) for i in range(count)]
 
 
 def synthetic_speech(seconds: float, sample_rate: int = 16000, seed: int = 0) -> np.ndarray:

@@ -1,5 +1,8 @@
-"""The batch an export is checked on and how outputs are compared: over valid frames only (s3prl reads
-``pad_mask``; what a model computes on padding is never used)."""
+"""The batches an export is checked on and how outputs are compared: over valid frames only (s3prl reads
+``pad_mask``; what a model computes on padding is never used).
+
+int8 is calibrated and checked on generated speech that never shares a voice or a sentence: espeak-ng's where it
+is installed (the program or the ``espeakng-loader`` wheel), else ``synthetic_speech``."""
 
 from __future__ import annotations
 
@@ -12,12 +15,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robustdistiller_upstream.audio import read_audio, resample
-from robustdistiller_upstream.synthetic import synthetic_speech
+from robustdistiller_upstream.synthetic import ESPEAK_VOICES, have_espeak, spoken_sentences, synthetic_speech
 
 SAMPLE_RATE = 16000
 # different lengths, none a multiple of the hop, and a total length unlike the trace example's
 CHECK_SECONDS = (1.37, 0.81, 0.43)
 MAX_SECONDS = 20.0  # longer calibration files are cut: attention is quadratic in frames
+# voices (and sentence seeds) of the generated int8 calibration speech and of the speech its cosines are checked on
+CALIBRATION_VOICES, CALIBRATION_SEED = ESPEAK_VOICES[:5], 1
+CHECK_VOICES, CHECK_SEED = ESPEAK_VOICES[5:], 2
 
 
 def read_mono_16k(path: str | Path, max_seconds: float = MAX_SECONDS) -> np.ndarray:
@@ -47,6 +53,25 @@ def check_batch(files: Sequence[str | Path] = ()) -> tuple[Tensor, Tensor]:
     else:
         waves = [synthetic_speech(s, SAMPLE_RATE, seed=i) for i, s in enumerate(CHECK_SECONDS)]
     return pad_batch(waves)
+
+
+def generated_speech(count: int, voices: Sequence[str], seed: int) -> tuple[list[np.ndarray], str]:
+    """``count`` utterances (float32 (samples,) at 16 kHz) of espeak-ng sentences by ``voices``, else of 2-4 s of
+    ``synthetic_speech``; and what they are, in words."""
+    if have_espeak():
+        waves = spoken_sentences(count, voices, seed, SAMPLE_RATE)
+        seconds = sum(map(len, waves)) / SAMPLE_RATE
+        return waves, f"{count} espeak-ng sentences ({seconds:.0f} s, voices {', '.join(voices)})"
+    rng = np.random.default_rng(seed)
+    waves = [synthetic_speech(float(rng.uniform(2, 4)), SAMPLE_RATE, seed * 1000 + i) for i in range(count)]
+    return waves, f"{count} utterances of synthetic speech (espeak-ng is not installed)"
+
+
+def int8_check_batch() -> tuple[Tensor, Tensor, str]:
+    """The ragged batch int8 cosines are checked on: 3 generated utterances that no calibration hears (their own
+    voices and sentences). -> ((batch, samples), (batch,), what it is)."""
+    waves, what = generated_speech(3, CHECK_VOICES, CHECK_SEED)
+    return (*pad_batch(waves), what)
 
 
 def valid_mask(frame_lengths: Tensor, frames: int) -> Tensor:

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from robustdistiller_upstream.version import __version__
-from robustdistiller_upstream.export.check import check_batch, max_abs_diff, mean_cosine, pad_batch
+from robustdistiller_upstream.export.check import (check_batch, int8_check_batch, max_abs_diff, mean_cosine,
+                                                   pad_batch)
 from robustdistiller_upstream.export.errors import ExportError
 from robustdistiller_upstream.export.outputs import refuse_existing
 from robustdistiller_upstream.export.source import ExportSource
@@ -32,8 +33,8 @@ logger = logging.getLogger(__name__)
 
 OPSET = 17  # LayerNormalization is one ONNX op from 17 on
 FP32_TOLERANCE = 1e-4  # largest |ONNX Runtime - PyTorch| allowed on any valid frame of any hidden state
-INT8_MODES = ("dynamic", "static")
-INT8_COSINE_GOAL = 0.99  # below it the exporter warns
+INT8_MODES = ("auto", "static", "dynamic")
+INT8_COSINE_GOAL = 0.99  # every hidden state's int8 cosine to fp32 that "auto" requires; forced modes warn below it
 META_PREFIX = "robustdistiller."
 
 
@@ -43,6 +44,8 @@ class OnnxExportReport:
     precision: str  # "fp32", "int8-dynamic", "int8-static"
     fp32_max_diff: dict[str, float]  # hidden state -> max |ORT fp32 - PyTorch|
     int8_cosine: dict[str, float] = field(default_factory=dict)  # hidden state -> mean frame cosine to fp32
+    int8_tried: dict[str, dict[str, float]] = field(default_factory=dict)  # int8 mode -> its int8_cosine, as tried
+    int8_speech: dict[str, str] = field(default_factory=dict)  # "calibration", "check" -> which speech, in words
     size_bytes: int = 0
 
 
@@ -134,17 +137,53 @@ def int8_cosines(source: ExportSource, fp32_session, int8_session, wav: Tensor, 
     return {name: mean_cosine(a, b, frames) for name, a, b in zip(source.hidden_names, int8, fp32)}
 
 
+def quantize_checked(source: ExportSource, fp32_path: Path, fp32_session, int8: str,
+                     calibration_files: Sequence[str | Path], min_cosine: float, report: OnnxExportReport) -> None:
+    """Replaces the checked fp32 file ``fp32_path`` by its int8 model and fills ``report``'s int8 fields. ``int8``:
+    "static" or "dynamic" as asked (a warning when a cosine is below ``min_cosine``), or "auto": static, else
+    dynamic, the first whose every hidden state keeps a cosine to fp32 >= ``min_cosine`` on speech its calibration
+    never heard (``int8_check_batch``); ExportError when neither does."""
+    from robustdistiller_upstream.export.quantize import calibration_speech, quantize_int8
+
+    wav, lengths, report.int8_speech["check"] = int8_check_batch()
+    int8_path = fp32_path.with_name(fp32_path.name + ".int8")
+    try:
+        for mode in ("static", "dynamic") if int8 == "auto" else (int8,):
+            calibration = []
+            if mode == "static":
+                calibration, report.int8_speech["calibration"] = calibration_speech(calibration_files)
+            quantize_int8(fp32_path, int8_path, mode, calibration)
+            cosines = report.int8_tried[mode] = int8_cosines(source, fp32_session, ort_session(int8_path), wav, lengths)
+            worst = min(cosines, key=cosines.get)
+            if cosines[worst] >= min_cosine:
+                break
+            logger.info("int8 %s: cosine to fp32 %.4f on %s, below %g", mode, cosines[worst], worst, min_cosine)
+        else:
+            tried = ", ".join(f"{m} {min(c.values()):.4f}" for m, c in report.int8_tried.items())
+            if int8 == "auto":
+                raise ExportError(f"{source.path}: no int8 mode keeps every hidden state's cosine to fp32 >= "
+                                  f"{min_cosine:g} (lowest: {tried}); nothing was written to {report.path}")
+            logger.warning("int8 %s: cosine to fp32 below %g (lowest %s): check it on your own audio", mode,
+                           min_cosine, tried)
+        write_metadata(int8_path, source, f"int8-{mode}")
+        int8_path.replace(fp32_path)  # the fp32 file was only a step
+    finally:
+        int8_path.unlink(missing_ok=True)
+    report.precision, report.int8_cosine = f"int8-{mode}", cosines
+
+
 def export_onnx(source: ExportSource, out: str | Path, int8: Optional[str] = None,
-                calibration: Sequence[str | Path] = (), force: bool = False) -> OnnxExportReport:
-    """Exports ``source`` to ``out`` (fp32, or int8 when ``int8`` is "dynamic" or "static"; static calibrates
-    on the ``calibration`` audio files). The fp32 graph must match PyTorch within ``FP32_TOLERANCE`` on a ragged
-    batch (the calibration files, else synthetic speech), or nothing is written; an existing ``out`` is refused
-    unless ``force``."""
+                calibration: Sequence[str | Path] = (), force: bool = False,
+                min_cosine: float = INT8_COSINE_GOAL) -> OnnxExportReport:
+    """Exports ``source`` to ``out``: fp32, or int8 when ``int8`` is "auto", "static" or "dynamic"
+    (``quantize_checked``; static calibrates on the ``calibration`` audio files, else on generated speech). The
+    fp32 graph must match PyTorch within ``FP32_TOLERANCE`` on a ragged batch (the calibration files, else synthetic
+    speech), or nothing is written; an existing ``out`` is refused unless ``force``."""
     out = Path(out)
     if int8 is not None and int8 not in INT8_MODES:
         raise ExportError(f"int8 mode {int8!r}: choose one of {INT8_MODES}")
-    if int8 == "static" and not calibration:
-        raise ExportError("static int8 quantization needs calibration audio files (--calibrate FILE ...)")
+    if not 0 < min_cosine <= 1:
+        raise ExportError(f"minimum int8 cosine {min_cosine:g}: must be in (0, 1]")
     refuse_existing(out, force)
     if out.is_dir():
         raise ExportError(f"{out}: is a folder; an ONNX export is one file")
@@ -161,20 +200,6 @@ def export_onnx(source: ExportSource, out: str | Path, int8: Optional[str] = Non
         logger.info("ONNX Runtime fp32 matches PyTorch: max |diff| %.2e (%s)", diffs[worst], worst)
         report = OnnxExportReport(out, "fp32", diffs)
         if int8 is not None:
-            from robustdistiller_upstream.export.quantize import quantize_int8
-
-            int8_path = fp32_path.with_name(fp32_path.name + ".int8")
-            try:
-                quantize_int8(fp32_path, int8_path, int8, calibration)
-                write_metadata(int8_path, source, f"int8-{int8}")
-                report.int8_cosine = int8_cosines(source, fp32_session, ort_session(int8_path), wav, lengths)
-                int8_path.replace(fp32_path)  # the fp32 file was only a step
-            finally:
-                int8_path.unlink(missing_ok=True)
-            report.precision = f"int8-{int8}"
-            low = {name: round(c, 4) for name, c in report.int8_cosine.items() if c < INT8_COSINE_GOAL}
-            if low:
-                logger.warning("int8 cosine to fp32 below %g on %s: check it on your own audio%s", INT8_COSINE_GOAL,
-                               low, "; dynamic int8 (--int8) loses less" if int8 == "static" else "")
+            quantize_checked(source, fp32_path, fp32_session, int8, calibration, min_cosine, report)
     report.size_bytes = out.stat().st_size
     return report
