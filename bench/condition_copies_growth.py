@@ -14,7 +14,7 @@ contaminate`` child's peak RSS from ``getrusage``), ``workers=1`` as the sweep's
 - ``count``: ``white_snr5`` with 0.25 s utterances at 1%, 10% and 100% of the real counts: what grows with the
   number of files (listing, linking, manifests, one process start per copy), at the real count;
 - ``length``: ``white_snr5`` at 1% and 10% of the counts with the real mean lengths: the cost per second of audio
-  (the 10% time minus the ``count`` phase's 10% time at the same count, over the audio added);
+  (its 1% -> 10% slope less the ``count`` phase's over the same files, per audio second added);
 - ``conditions``: the 25 contaminated conditions of ``downstream_configs/conditions.yaml`` (``clean`` is the clean
   folder itself: no copy) on LibriSpeech at 2 and 26 files (1%) of real length, banks: a MUSAN-layout folder of
   8 noises (10 s) and an SLR28-layout folder of 4 RIRs: per condition, its fixed cost and cost per audio second.
@@ -179,7 +179,8 @@ def build(task: str, clean_root: Path, parts: list[str], cond_root: Path, condit
 
     request = {"task": task, "condition": name, "spec": spec, "clean_root": str(clean_root), "parts": parts,
                "cond_root": str(cond_root), "conditions_file": str(conditions_file)}
-    result = subprocess.run([sys.executable, __file__, "--worker", json.dumps(request)], capture_output=True,
+    # the request on stdin: a corpus's test parts (13,047 paths for QUESST) overflow an argument list
+    result = subprocess.run([sys.executable, __file__, "--worker"], input=json.dumps(request), capture_output=True,
                             text=True)
     if result.returncode != 0:
         raise RuntimeError(f"building {task}/{name} failed: {result.stderr[-3000:]}")
@@ -251,10 +252,10 @@ def main() -> None:
     parser.add_argument("--phase", default="count,length,conditions", help="comma list of count, length, conditions")
     parser.add_argument("--corpora", default="all", help="comma list of corpus name prefixes (default all)")
     parser.add_argument("--keep", type=Path, default=None, help="work folder (kept); default a temporary one")
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # build_worker(JSON) in this process
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # build_worker(JSON on stdin)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(build_worker(json.loads(args.worker))))
+        print(json.dumps(build_worker(json.loads(sys.stdin.read()))))
         return
     phases = args.phase.split(",")
     corpora = [c for c in CORPORA if args.corpora == "all" or any(c.name.startswith(p) for p in args.corpora.split(","))]
@@ -298,11 +299,13 @@ def project(results: dict[str, list[Copy]]) -> None:
     count = {(r.corpus, r.size): r for r in results.get("count", [])}
     length = {(r.corpus, r.size): r for r in results.get("length", [])}
     per_audio: dict[str, tuple[float, float]] = {}  # corpus -> (s, bytes) per added audio second
-    for c in CORPORA:
-        short, real = count.get((c.name, "10%")), length.get((c.name, "10%"))
-        if short and real and real.audio_s > short.audio_s:
-            added = real.audio_s - short.audio_s
-            per_audio[c.name] = ((real.seconds - short.seconds) / added, (real.audio - short.audio) / added)
+    for c in CORPORA:  # slopes 1% -> 10%, real lengths less short ones: same files, so fixed and per-file costs cancel
+        rows = [table.get((c.name, size)) for table in (length, count) for size in ("1%", "10%")]
+        if all(rows):
+            real_1, real_10, short_1, short_10 = rows
+            added = (real_10.audio_s - real_1.audio_s) - (short_10.audio_s - short_1.audio_s)
+            per_audio[c.name] = (((real_10.seconds - real_1.seconds) - (short_10.seconds - short_1.seconds)) / added,
+                                 ((real_10.audio - real_1.audio) - (short_10.audio - short_1.audio)) / added)
     if not per_audio:
         return
     print(f"\n### real size, {ONE} (projected: 100% count at {SHORT_S} s + real audio x cost per audio second)\n")
