@@ -135,3 +135,17 @@ def test_report_names_the_checkpoint_evaluated_and_what_si_sdri_is(sweeps, tmp_p
     cells = {(r["upstream"], r["task"], r["condition"]): r for r in csv.DictReader(open(out / "results.csv"))}
     assert cells[("rd_wavlm", "ASV", "white_snr0")]["checkpoint"] == "last"
     assert cells[("rd_wavlm", "KS", "clean")]["checkpoint"] == "dev-best"
+
+
+def test_each_cell_is_compared_with_its_own_upstreams_clean_value(tmp_path):
+    # the clean values are looked up per upstream x task in one pass (report.collect): an upstream without a clean
+    # result must not borrow another's, and the first clean condition of the sorted ones is the reference
+    exp = tmp_path / "superb"
+    _write(exp, "a", "KS", {"clean": 90.0, "white_snr0": 45.0})
+    _write(exp, "b", "KS", {"white_snr0": 30.0})
+    _write(exp, "a", "ASR", {"clean": 10.0, "white_snr0": 20.0})
+    cells = {(c.tag, c.task, c.condition): c for c in collect(read_results([exp]))}
+    assert cells[("a", "KS", "white_snr0")].degradation == pytest.approx(50.0)
+    assert cells[("a", "ASR", "white_snr0")].degradation == pytest.approx(100.0)
+    assert cells[("b", "KS", "white_snr0")].clean is None
+    assert cells[("b", "KS", "white_snr0")].degradation is None

@@ -26,13 +26,25 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, TypeVar
 
 from robustdistiller_upstream.config import read_yaml
 from robustdistiller_upstream.errors import ConfigError
 from robustdistiller_upstream.superb.tasks import TASKS
 
 log = logging.getLogger(__name__)
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def group(items: Iterable[_V], key: Callable[[_V], _K]) -> dict[_K, list[_V]]:
+    """``items`` by ``key``, each group in the items' order, groups in order of first appearance: one pass, so
+    the tables and plots stay linear in the number of results (a filter per upstream or task would not)."""
+    groups: dict[_K, list[_V]] = defaultdict(list)
+    for item in items:
+        groups[key(item)].append(item)
+    return dict(groups)
 
 
 @dataclass(frozen=True)
@@ -98,20 +110,22 @@ def collect(rows: Iterable[dict[str, Any]]) -> list[Cell]:
     for (tag, task, condition, _), row in sorted(by_fold.items()):
         folds[(tag, task, condition)].append(row)
     cells: dict[tuple[str, str, str], Cell] = {}
-    for key, group in folds.items():
-        row = group[0]
-        values = [float(r["metrics"][r["metric"]]) for r in group]
+    for key, results in folds.items():
+        row = results[0]
+        values = [float(r["metrics"][r["metric"]]) for r in results]
         cells[key] = Cell(row["tag"], row["task"], row["condition"], row["spec"], row["metric"],
                           bool(row["higher_better"]), sum(values) / len(values),
-                          folds=len(group) if row.get("fold") else 0,
-                          checkpoint="/".join(sorted({r.get("checkpoint_kind", "") for r in group})),
+                          folds=len(results) if row.get("fold") else 0,
+                          checkpoint="/".join(sorted({r.get("checkpoint_kind", "") for r in results})),
                           checkpoint_why="; ".join(sorted({f"{r['fold']}: {r['checkpoint_why']}" if r.get("fold")
-                                                           else r["checkpoint_why"] for r in group
+                                                           else r["checkpoint_why"] for r in results
                                                            if r.get("checkpoint_kind") == "last"})))
+    clean: dict[tuple[str, str], float] = {}
+    for cell in cells.values():  # the first clean condition of each upstream x task, in sorted order
+        if describe(cell.spec).op == "clean":
+            clean.setdefault((cell.tag, cell.task), cell.value)
     for cell in cells.values():
-        clean = next((c for c in cells.values() if (c.tag, c.task) == (cell.tag, cell.task)
-                      and describe(c.spec).op == "clean"), None)
-        cell.clean = clean.value if clean else None
+        cell.clean = clean.get((cell.tag, cell.task))
     return sorted(cells.values(), key=_order)
 
 
@@ -165,15 +179,20 @@ def write_csv(cells: list[Cell], path: Path) -> None:
 def markdown(cells: list[Cell], scores: list[dict[str, Any]]) -> str:
     """Per upstream: a task x condition table, then the overall score row."""
     out = io.StringIO()
-    for tag in sorted({c.tag for c in cells}):
-        mine = [c for c in cells if c.tag == tag]
+    by_tag = group(cells, lambda c: c.tag)
+    scores_by_tag = group(scores, lambda s: s["tag"])
+    for tag in sorted(by_tag):
+        mine = by_tag[tag]
         conditions = list(dict.fromkeys(c.condition for c in sorted(mine, key=lambda c: _order(c)[2:])))
+        spec_of: dict[str, str] = {}
+        for c in mine:
+            spec_of.setdefault(c.condition, c.spec)
         out.write(f"## {tag}\n\nValue (relative degradation vs clean, positive = worse).\n\n")
         out.write("| task | metric | " + " | ".join(conditions) + " | checkpoint |\n")
         out.write("|---|---|" + "---|" * len(conditions) + "---|\n")
         notes = []
-        for task in dict.fromkeys(c.task for c in mine):
-            by_cond = {c.condition: c for c in mine if c.task == task}
+        for task, task_cells in group(mine, lambda c: c.task).items():
+            by_cond = {c.condition: c for c in task_cells}
             first = next(iter(by_cond.values()))
             arrow = "↑" if first.higher_better else "↓"
             row = []
@@ -195,10 +214,10 @@ def markdown(cells: list[Cell], scores: list[dict[str, Any]]) -> str:
             out.write("\n" + "\n".join(notes) + "\n")
         if any(c.metric == SI_SDRI for c in mine):
             out.write(f"\n{SI_SDRI_MARK} {SI_SDRI_CAPTION}\n")
-        mine_scores = {s["condition"]: s for s in scores if s["tag"] == tag}
+        mine_scores = {s["condition"]: s for s in scores_by_tag.get(tag, [])}
         if mine_scores:
-            clean_tasks = next((s["tasks"] for c, s in mine_scores.items() if describe(
-                next(x.spec for x in mine if x.condition == c)).op == "clean"), None)
+            clean_tasks = next((s["tasks"] for c, s in mine_scores.items() if describe(spec_of[c]).op == "clean"),
+                               None)
             row = [_fmt(mine_scores[c]["score"], 1) + ("*" if mine_scores[c]["tasks"] != clean_tasks else "")
                    if c in mine_scores else "" for c in conditions]
             out.write("| **score** | SUPERB-style | " + " | ".join(row) + " |\n")
@@ -238,22 +257,25 @@ def plot_snr(cells: list[Cell], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    for task in dict.fromkeys(c.task for c in cells):
-        noisy = [c for c in cells if c.task == task and describe(c.spec).op == "noise" and describe(c.spec).snr
-                 is not None]
+    for task, task_cells in group(cells, lambda c: c.task).items():
+        noisy = [c for c in task_cells if describe(c.spec).op == "noise" and describe(c.spec).snr is not None]
         if not noisy:
             continue
         sources = sorted({describe(c.spec).noise for c in noisy})
-        tags = sorted({c.tag for c in cells if c.task == task})
+        tags = sorted({c.tag for c in task_cells})
+        lines = group(noisy, lambda c: (c.tag, describe(c.spec).noise))
+        clean_of: dict[str, float] = {}
+        for c in noisy:
+            if c.clean is not None:
+                clean_of.setdefault(c.tag, c.clean)
         fig, axes = plt.subplots(1, len(sources), figsize=(4.2 * len(sources), 3.4), squeeze=False, sharey=True)
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for ax, source in zip(axes[0], sources):
             for i, tag in enumerate(tags):
-                points = sorted((describe(c.spec).snr, c.value) for c in noisy
-                                if c.tag == tag and describe(c.spec).noise == source)
+                points = sorted((describe(c.spec).snr, c.value) for c in lines.get((tag, source), []))
                 if points:
                     ax.plot(*zip(*points), marker="o", color=colors[i % len(colors)], label=tag)
-                clean = next((c.clean for c in noisy if c.tag == tag and c.clean is not None), None)
+                clean = clean_of.get(tag)
                 if clean is not None:
                     ax.axhline(clean, color=colors[i % len(colors)], linestyle=":", linewidth=1)
             ax.set_title(f"{task}: {source} noise")
@@ -277,18 +299,20 @@ def plot_reverb(cells: list[Cell], out_dir: Path) -> Optional[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keep = [c for c in cells if describe(c.spec).op in ("clean", "reverb", "noise+reverb")]
-    tasks = list(dict.fromkeys(c.task for c in keep if describe(c.spec).op != "clean"))
+    keep = group((c for c in cells if describe(c.spec).op in ("clean", "reverb", "noise+reverb")),
+                 lambda c: c.task)
+    tasks = list(dict.fromkeys(c.task for c in cells if describe(c.spec).op in ("reverb", "noise+reverb")))
     if not tasks:
         return None
-    tags = sorted({c.tag for c in keep})
+    tags = sorted({c.tag for mine in keep.values() for c in mine})
     fig, axes = plt.subplots(1, len(tasks), figsize=(max(4.5, 1.2 * 4) * len(tasks), 3.6), squeeze=False)
     width = 0.8 / len(tags)
     for ax, task in zip(axes[0], tasks):
-        mine = [c for c in keep if c.task == task]
+        mine = keep[task]
         conditions = list(dict.fromkeys(c.condition for c in sorted(mine, key=lambda c: _order(c)[2:])))
+        by_tag = group(mine, lambda c: c.tag)
         for i, tag in enumerate(tags):
-            values = {c.condition: c.value for c in mine if c.tag == tag}
+            values = {c.condition: c.value for c in by_tag.get(tag, [])}
             xs = [j + i * width for j, cond in enumerate(conditions) if cond in values]
             ax.bar(xs, [values[cond] for cond in conditions if cond in values], width, label=tag)
         ax.set_xticks([j + width * (len(tags) - 1) / 2 for j in range(len(conditions))])
