@@ -29,6 +29,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -42,6 +43,7 @@ import numpy as np
 import torch
 
 from contamination_speed import make_banks, per_utterance_baseline
+from machine import cpu_model
 from robustdistiller_upstream.audio import write_audio_atomic
 from robustdistiller_upstream.config import from_dict
 from robustdistiller_upstream.random_teacher import write_wavlm_checkpoint
@@ -180,7 +182,8 @@ class _Marked:
 
 
 def reference_step(trainer: Trainer, batch, noise_files, rir_files, rng) -> float:
-    """The s3prl-style step (the trainer's teacher is fp32 here); returns the loss."""
+    """The s3prl-style step (the trainer's teacher is fp32 here), with stock s3prl's own NaN check
+    (``s3prl/pretrain/runner.py``: a NaN gradient norm, read on the host, skips the update); returns the loss."""
     device, task, teacher = trainer.device, trainer.task, trainer.teacher
     noisy = torch.from_numpy(per_utterance_baseline(batch.wav.numpy(), noise_files, rir_files, rng)).to(device)
     clean, lengths = batch.wav.to(device), batch.lengths.to(device)
@@ -191,26 +194,32 @@ def reference_step(trainer: Trainer, batch, noise_files, rir_files, rng) -> floa
         loss, _, _ = task(noisy, lengths, targets, clean)
     trainer.scaler.scale(loss).backward()
     trainer.scaler.unscale_(trainer.optimizer)
-    torch.nn.utils.clip_grad_norm_(task.parameters(), trainer.config.optim.clip_grad_norm)
-    trainer.scaler.step(trainer.optimizer)
-    trainer.scaler.update()
+    grad_norm = torch.nn.utils.clip_grad_norm_(task.parameters(), trainer.config.optim.clip_grad_norm)
+    if trainer.scaler.is_enabled():
+        trainer.scaler.step(trainer.optimizer)
+        trainer.scaler.update()
+    elif not math.isnan(grad_norm):
+        trainer.optimizer.step()
     trainer.optimizer.zero_grad(set_to_none=True)
     return loss.item()
 
 
-def timed(fn, device: torch.device, repeats: int) -> tuple[float, int]:
-    """(min seconds of ``repeats`` calls after a warm-up, peak bytes from before the warm-up on)."""
+def timed(fn, device: torch.device, repeats: int) -> tuple[float, float, int]:
+    """(min seconds of ``repeats`` calls after a warm-up, min CPU seconds of this process (all threads) per call,
+    peak bytes from before the warm-up on). CPU time is what the step costs on a machine other jobs share: waiting
+    for a core does not count in it."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
+    times, cpu_times = [], []
     with PeakMemory(device) as memory:
         fn()  # warm-up
         sync()
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             sync()
             times.append(time.perf_counter() - start)
-    return min(times), memory.peak_bytes
+            cpu_times.append(time.process_time() - cpu_start)
+    return min(times), min(cpu_times), memory.peak_bytes
 
 
 def target_fidelity(teacher: Teacher, batch, device: torch.device) -> dict[str, float]:
@@ -263,7 +272,7 @@ def measure(args: argparse.Namespace) -> dict:
             files = (sorted((root / "noise").glob("*.wav")), sorted((root / "rirs").glob("*.wav")))
             rng = np.random.default_rng(0)
             step = lambda: reference_step(trainer, batch, *files, rng)  # noqa: E731
-        result["seconds"], result["peak_bytes"] = timed(step, trainer.device, args.repeats)
+        result["seconds"], result["cpu_seconds"], result["peak_bytes"] = timed(step, trainer.device, args.repeats)
         if args.only == "ours" and trainer.device.type == "cuda":
             from torch.utils.flop_counter import FlopCounterMode
 
@@ -296,6 +305,9 @@ def main() -> None:
     parser.add_argument("--teacher", choices=["base", "tiny"], default="base")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timed steps after the warm-up (min is reported)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="process pairs, in alternating order (ours first, then reference first...): the min "
+                             "seconds and the max peak of each variant are reported")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: by name)")
     parser.add_argument("--profile", action="store_true", help="where our step's time goes, and its host syncs")
     parser.add_argument("--only", choices=["ours", "reference"], help=argparse.SUPPRESS)  # one variant, JSON out
@@ -311,21 +323,32 @@ def main() -> None:
     if args.only:
         print(json.dumps(measure(args)))
         return
-    # each variant in a fresh process: equal starting memory, no shared allocator or cache state
-    results = {}
-    for variant in ("ours", "reference"):
-        command = [sys.executable, __file__, *sys.argv[1:], "--only", variant]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
-    ours, ref = results["ours"], results["reference"]
+    # each variant in a fresh process: equal starting memory, no shared allocator or cache state; the pairs
+    # alternate their order, so a load that comes and goes on a shared machine weighs on both alike
+    load = os.getloadavg()[0]
+    runs: dict[str, list[dict]] = {"ours": [], "reference": []}
+    for round_ in range(args.rounds):
+        for variant in ("ours", "reference")[::1 if round_ % 2 == 0 else -1]:
+            command = [sys.executable, __file__, *sys.argv[1:], "--only", variant]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    ours, ref = ({**r[0], **{key: min(x[key] for x in r) for key in ("seconds", "cpu_seconds")},
+                  "peak_bytes": max(x["peak_bytes"] for x in r)} for r in (runs["ours"], runs["reference"]))
     audio = args.batch * args.seconds
-    where = ours.get("device_name", f"{ours['threads']} threads")
+    where = ours.get("device_name", f"{cpu_model()}, {ours['threads']} threads")
     print(f"device {args.device} ({where}), batch {args.batch} x {args.seconds:g} s, teacher {args.teacher} "
-          f"(ours {args.teacher_precision}, reference fp32), student amp {args.amp}")
-    print(f"{'':<10} {'seconds':>8} {'peak MiB':>9} {'audio s/s':>10}")
+          f"(ours {args.teacher_precision}, reference fp32), student amp {args.amp}; load average "
+          f"{load:.1f} -> {os.getloadavg()[0]:.1f}")
+    for name, r in runs.items():
+        print(f"{name} per round: seconds " + " ".join(f"{x['seconds']:.3f}" for x in r) + ", CPU seconds "
+              + " ".join(f"{x['cpu_seconds']:.3f}" for x in r) + ", peak MiB "
+              + " ".join(f"{x['peak_bytes'] / 2**20:.0f}" for x in r))
+    print(f"{'':<10} {'seconds':>8} {'CPU s':>8} {'peak MiB':>9} {'audio s/s':>10}")
     for name, r in (("ours", ours), ("reference", ref)):
-        print(f"{name:<10} {r['seconds']:>8.3f} {r['peak_bytes'] / 2**20:>9.0f} {audio / r['seconds']:>10.1f}")
-    print(f"speed-up (reference / ours): {ref['seconds'] / ours['seconds']:.2f}x; "
+        print(f"{name:<10} {r['seconds']:>8.3f} {r['cpu_seconds']:>8.3f} {r['peak_bytes'] / 2**20:>9.0f} "
+              f"{audio / r['seconds']:>10.1f}")
+    print(f"speed-up (reference / ours): {ref['seconds'] / ours['seconds']:.2f}x, in CPU time "
+          f"{ref['cpu_seconds'] / ours['cpu_seconds']:.2f}x; "
           f"peak memory (reference / ours): {ref['peak_bytes'] / max(ours['peak_bytes'], 1):.2f}x")
     if "target_cos_mean" in ours:
         print(f"teacher {args.teacher_precision} targets vs fp32: frame cosine mean {ours['target_cos_mean']:.4f}, "
