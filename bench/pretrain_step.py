@@ -1,25 +1,30 @@
 """One pretraining step: ours vs an s3prl-style reference step, same batch, same models, one run.
 
-- ours: the ``Trainer`` step: teacher in ``--teacher-precision``, contamination batched on the training device
-  from banks decoded once (``Contaminator``), student under ``--amp``, the enhancement head (RobustDistiller);
+- ours: the ``Trainer`` step as the training loop runs it, NaN guard included: teacher in ``--teacher-precision``,
+  contamination batched on the training device from banks decoded once (``Contaminator``), student under
+  ``--amp``, the enhancement head (RobustDistiller);
 - reference: the reference recipe's path: fp32 teacher, per-utterance contamination on the CPU (disk reads,
   resampling, ``scipy.signal.convolve``: ``contamination_speed.per_utterance_baseline``), copy to the device,
-  then the same student/objective/head step.
+  then the same student/objective/head step, with stock s3prl's NaN check (a NaN gradient norm skips the update).
 
 Every utterance gets noise at an SNR then reverberation on both sides (the costliest op). Teacher: a randomly
 initialised WavLM Base+-sized model in s3prl's ``wavlm_local`` format (``--teacher tiny`` for a quick run);
-student: the RobustDistiller student (DESIGN 1). Reports seconds (min of ``--repeats`` steps after a warm-up), peak memory
-(CUDA: ``max_memory_allocated``; CPU: peak RSS growth during the step, sampled every 2 ms) and, on CUDA, model
+student: the RobustDistiller student (DESIGN 1). Each variant runs in its own process, ``--rounds`` times, the
+pairs in alternating order (a shared machine's load weighs on both alike). Reports seconds and CPU seconds of the
+process (min over ``--repeats`` steps after a warm-up and over the rounds), peak memory (max over the rounds;
+CUDA: ``max_memory_allocated``; CPU: peak RSS growth during the steps, sampled every 2 ms), the CPU model and the
+load average, and, on CUDA, model
 FLOPs utilisation (``torch.utils.flop_counter`` FLOPs / time / ``--peak-tflops``); with a reduced-precision
 teacher, the fidelity of its targets to fp32 ones on the same batch.
 
-``--profile`` adds where one of our steps' time goes (mean of ``--repeats`` steps: teacher forward, contamination,
-student forward, losses, enhancement head, backward, optimizer; CUDA events on CUDA) and the host-device
+``--profile`` adds where a step's time goes, ours beside the reference's (mean of ``--repeats`` steps: teacher
+forward, contamination, student forward, losses, enhancement head, backward, optimizer; CUDA events on CUDA,
+wall and CPU seconds on the CPU) and the host-device
 synchronisations one step makes, by call site (``train.syncs.HostReads``: torch's sync debug mode on CUDA; on the
 CPU, the value reads in our code that would sync).
 
 Run: ``python bench/pretrain_step.py [--device cpu|cuda] [--batch 4] [--seconds 4] [--amp bf16]
-[--teacher-precision bf16] [--teacher base|tiny] [--threads N] [--repeats 3] [--profile]``.
+[--teacher-precision bf16] [--teacher base|tiny] [--threads N] [--repeats 3] [--rounds 2] [--profile]``.
 """
 
 from __future__ import annotations
@@ -105,7 +110,9 @@ class PeakMemory:
 
 class StepProfile:
     """Timestamps at the boundaries of one of our steps (module hooks, optimizer hooks, the last gradient
-    accumulated), CUDA events on CUDA, ``perf_counter`` on the CPU; ``phases()`` turns them into seconds."""
+    accumulated), CUDA events on CUDA, ``perf_counter`` and ``process_time`` on the CPU; ``phases()`` turns them
+    into seconds (on the CPU also CPU seconds of the process: on a shared machine, what a phase costs without the
+    time it waited for a core)."""
 
     # (label, first mark, last mark); the marks a step sets, in order
     PHASES = [("teacher forward", "teacher<", "teacher>"), ("contamination", "contaminate<", "contaminate>"),
@@ -117,7 +124,7 @@ class StepProfile:
     def __init__(self, trainer: Trainer) -> None:
         self.cuda = trainer.device.type == "cuda"
         self.marks: dict[str, object] = {}
-        self.totals: dict[str, float] = {}
+        self.totals: dict[str, list[float]] = {}  # label: [seconds, CPU seconds]
         self.steps = 0
         task = trainer.task
         for name, module in (("teacher", trainer.teacher), ("student", task.student), ("objective", task.objective),
@@ -138,11 +145,19 @@ class StepProfile:
             event.record()
             self.marks[name] = event
         else:
-            self.marks[name] = time.perf_counter()
+            self.marks[name] = (time.perf_counter(), time.process_time())
 
-    def _seconds(self, start: str, end: str) -> float:
+    def _seconds(self, start: str, end: str) -> tuple[float, float]:
+        """(seconds, CPU seconds; 0 on CUDA) from mark ``start`` to mark ``end``."""
         a, b = self.marks[start], self.marks[end]
-        return a.elapsed_time(b) / 1000 if self.cuda else b - a
+        if self.cuda:
+            return a.elapsed_time(b) / 1000, 0.0
+        return b[0] - a[0], b[1] - a[1]
+
+    def _add(self, label: str, seconds: tuple[float, float]) -> None:
+        total = self.totals.setdefault(label, [0.0, 0.0])
+        total[0] += seconds[0]
+        total[1] += seconds[1]
 
     def step(self, fn) -> None:
         """Runs one step ``fn()`` and adds its phases to the totals."""
@@ -153,19 +168,19 @@ class StepProfile:
         if self.cuda:
             torch.cuda.synchronize()
         total = self._seconds("start", "end")
-        named = 0.0
+        named = [0.0, 0.0]
         for label, start, end in self.PHASES:
             if start in self.marks and end in self.marks:
                 seconds = self._seconds(start, end)
-                self.totals[label] = self.totals.get(label, 0.0) + seconds
-                named += seconds
-        for label, seconds in (("other (copies, frame alignment)", total - named), ("step", total)):
-            self.totals[label] = self.totals.get(label, 0.0) + seconds
+                self._add(label, seconds)
+                named = [named[0] + seconds[0], named[1] + seconds[1]]
+        self._add("other (copies, frame alignment)", (total[0] - named[0], total[1] - named[1]))
+        self._add("step", total)
         self.steps += 1
 
-    def phases(self) -> dict[str, float]:
-        """Mean seconds per step by phase (and ``step``: the whole step)."""
-        return {label: seconds / self.steps for label, seconds in self.totals.items()}
+    def phases(self) -> dict[str, tuple[float, float]]:
+        """Mean (seconds, CPU seconds; 0 on CUDA) per step by phase (and ``step``: the whole step)."""
+        return {label: (wall / self.steps, cpu / self.steps) for label, (wall, cpu) in self.totals.items()}
 
 
 class _Marked:
@@ -181,11 +196,11 @@ class _Marked:
         return out
 
 
-def reference_step(trainer: Trainer, batch, noise_files, rir_files, rng) -> float:
+def reference_step(trainer: Trainer, batch, noise_files, rir_files, rng, contaminate=per_utterance_baseline) -> float:
     """The s3prl-style step (the trainer's teacher is fp32 here), with stock s3prl's own NaN check
     (``s3prl/pretrain/runner.py``: a NaN gradient norm, read on the host, skips the update); returns the loss."""
     device, task, teacher = trainer.device, trainer.task, trainer.teacher
-    noisy = torch.from_numpy(per_utterance_baseline(batch.wav.numpy(), noise_files, rir_files, rng)).to(device)
+    noisy = torch.from_numpy(contaminate(batch.wav.numpy(), noise_files, rir_files, rng)).to(device)
     clean, lengths = batch.wav.to(device), batch.lengths.to(device)
     frames = int(task.student.frame_lengths(lengths.new_tensor([clean.shape[1]]))[0])
     _, targets = align_frames(frames, teacher(clean, lengths), teacher.config.max_frame_diff, teacher.config.name)
@@ -271,7 +286,8 @@ def measure(args: argparse.Namespace) -> dict:
         else:
             files = (sorted((root / "noise").glob("*.wav")), sorted((root / "rirs").glob("*.wav")))
             rng = np.random.default_rng(0)
-            step = lambda: reference_step(trainer, batch, *files, rng)  # noqa: E731
+            contaminate = per_utterance_baseline  # read when the step runs: --profile marks it below
+            step = lambda: reference_step(trainer, batch, *files, rng, contaminate)  # noqa: E731
         result["seconds"], result["cpu_seconds"], result["peak_bytes"] = timed(step, trainer.device, args.repeats)
         if args.only == "ours" and trainer.device.type == "cuda":
             from torch.utils.flop_counter import FlopCounterMode
@@ -282,12 +298,15 @@ def measure(args: argparse.Namespace) -> dict:
             result["device_name"] = torch.cuda.get_device_name(trainer.device)
         if args.only == "ours" and args.teacher_precision != "fp32":
             result.update(target_fidelity(trainer.teacher, batch, trainer.device))
-        if args.only == "ours" and args.profile:
+        if args.profile:
             profile = StepProfile(trainer)
+            if args.only == "reference":
+                contaminate = _Marked(per_utterance_baseline, profile, "contaminate")
             for _ in range(args.repeats):
                 profile.step(step)
             result["phases"] = profile.phases()
-            # host memory: the loader's batch, and the guard's copy of the last verdict (read a step late)
+        if args.only == "ours" and args.profile:
+            # host memory: the loader's batch, and the guard's copy of the last verdict (on CUDA read a step late)
             with HostReads(trainer.device, host=(batch.wav, batch.lengths, trainer.guard.verdict)) as reads:
                 step()
             result["syncs"], result["host_reads"], result["torch_reads"] = reads.syncs, reads.host, reads.torch
@@ -359,15 +378,18 @@ def main() -> None:
         mfu = f"{rate / (peak * 1e12):.1%} of {peak:g} TFLOP/s" if peak else "unknown peak (--peak-tflops)"
         print(f"model FLOPs per step {ours['flops'] / 1e12:.2f} TFLOP; ours {rate / 1e12:.1f} TFLOP/s; MFU {mfu}")
     if "phases" in ours:
-        print_profile(ours, args.device)
+        print_profile(ours, ref, args.device)
 
 
-def print_profile(ours: dict, device: str) -> None:
-    phases = dict(ours["phases"])
-    step = phases.pop("step")
-    print(f"where one of our steps goes (mean of the profiled steps, {step:.3f} s each):")
-    for label, seconds in phases.items():
-        print(f"  {label:<32} {seconds:>8.3f} s {seconds / step:>6.1%}")
+def print_profile(ours: dict, ref: dict, device: str) -> None:
+    cpu = not device.startswith("cuda")
+    columns = ("s", "CPU s") if cpu else ("s",)
+    print("where a step goes (mean of the profiled steps of the first round; reference: its per-utterance "
+          "contamination in 'contamination', its host NaN check in 'clipping, guard'):")
+    print(f"  {'':<32}" + "".join(f" {f'{who} {c}':>15}" for who in ("ours", "reference") for c in columns))
+    for label in ours["phases"]:
+        values = [v for r in (ours, ref) for v in r["phases"].get(label, (0.0, 0.0))[:len(columns)]]
+        print(f"  {label:<32}" + "".join(f" {v:>15.3f}" for v in values))
     syncs = sum(ours["syncs"].values())
     how = "torch sync debug mode" if device.startswith("cuda") else "value reads in our code that sync on CUDA"
     print(f"host-device synchronisations per step: {syncs} ({how})")
