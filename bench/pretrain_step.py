@@ -1,25 +1,30 @@
 """One pretraining step: ours vs an s3prl-style reference step, same batch, same models, one run.
 
-- ours: the ``Trainer`` step: teacher in ``--teacher-precision``, contamination batched on the training device
-  from banks decoded once (``Contaminator``), student under ``--amp``, the enhancement head (RobustDistiller);
+- ours: the ``Trainer`` step as the training loop runs it, NaN guard included: teacher in ``--teacher-precision``,
+  contamination batched on the training device from banks decoded once (``Contaminator``), student under
+  ``--amp``, the enhancement head (RobustDistiller);
 - reference: the reference recipe's path: fp32 teacher, per-utterance contamination on the CPU (disk reads,
   resampling, ``scipy.signal.convolve``: ``contamination_speed.per_utterance_baseline``), copy to the device,
-  then the same student/objective/head step.
+  then the same student/objective/head step, with stock s3prl's NaN check (a NaN gradient norm skips the update).
 
 Every utterance gets noise at an SNR then reverberation on both sides (the costliest op). Teacher: a randomly
 initialised WavLM Base+-sized model in s3prl's ``wavlm_local`` format (``--teacher tiny`` for a quick run);
-student: the RobustDistiller student (DESIGN 1). Reports seconds (min of ``--repeats`` steps after a warm-up), peak memory
-(CUDA: ``max_memory_allocated``; CPU: peak RSS growth during the step, sampled every 2 ms) and, on CUDA, model
+student: the RobustDistiller student (DESIGN 1). Each variant runs in its own process, ``--rounds`` times, the
+pairs in alternating order (a shared machine's load weighs on both alike). Reports seconds and CPU seconds of the
+process (min over ``--repeats`` steps after a warm-up and over the rounds), peak memory (max over the rounds;
+CUDA: ``max_memory_allocated``; CPU: peak RSS growth during the steps, sampled every 2 ms), the CPU model and the
+load average, and, on CUDA, model
 FLOPs utilisation (``torch.utils.flop_counter`` FLOPs / time / ``--peak-tflops``); with a reduced-precision
 teacher, the fidelity of its targets to fp32 ones on the same batch.
 
-``--profile`` adds where one of our steps' time goes (mean of ``--repeats`` steps: teacher forward, contamination,
-student forward, losses, enhancement head, backward, optimizer; CUDA events on CUDA) and the host-device
+``--profile`` adds where a step's time goes, ours beside the reference's (mean of ``--repeats`` steps: teacher
+forward, contamination, student forward, losses, enhancement head, backward, optimizer; CUDA events on CUDA,
+wall and CPU seconds on the CPU) and the host-device
 synchronisations one step makes, by call site (``train.syncs.HostReads``: torch's sync debug mode on CUDA; on the
 CPU, the value reads in our code that would sync).
 
 Run: ``python bench/pretrain_step.py [--device cpu|cuda] [--batch 4] [--seconds 4] [--amp bf16]
-[--teacher-precision bf16] [--teacher base|tiny] [--threads N] [--repeats 3] [--profile]``.
+[--teacher-precision bf16] [--teacher base|tiny] [--threads N] [--repeats 3] [--rounds 2] [--profile]``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -42,6 +48,7 @@ import numpy as np
 import torch
 
 from contamination_speed import make_banks, per_utterance_baseline
+from machine import cpu_model
 from robustdistiller_upstream.audio import write_audio_atomic
 from robustdistiller_upstream.config import from_dict
 from robustdistiller_upstream.random_teacher import write_wavlm_checkpoint
@@ -103,7 +110,9 @@ class PeakMemory:
 
 class StepProfile:
     """Timestamps at the boundaries of one of our steps (module hooks, optimizer hooks, the last gradient
-    accumulated), CUDA events on CUDA, ``perf_counter`` on the CPU; ``phases()`` turns them into seconds."""
+    accumulated), CUDA events on CUDA, ``perf_counter`` and ``process_time`` on the CPU; ``phases()`` turns them
+    into seconds (on the CPU also CPU seconds of the process: on a shared machine, what a phase costs without the
+    time it waited for a core)."""
 
     # (label, first mark, last mark); the marks a step sets, in order
     PHASES = [("teacher forward", "teacher<", "teacher>"), ("contamination", "contaminate<", "contaminate>"),
@@ -115,7 +124,7 @@ class StepProfile:
     def __init__(self, trainer: Trainer) -> None:
         self.cuda = trainer.device.type == "cuda"
         self.marks: dict[str, object] = {}
-        self.totals: dict[str, float] = {}
+        self.totals: dict[str, list[float]] = {}  # label: [seconds, CPU seconds]
         self.steps = 0
         task = trainer.task
         for name, module in (("teacher", trainer.teacher), ("student", task.student), ("objective", task.objective),
@@ -136,11 +145,19 @@ class StepProfile:
             event.record()
             self.marks[name] = event
         else:
-            self.marks[name] = time.perf_counter()
+            self.marks[name] = (time.perf_counter(), time.process_time())
 
-    def _seconds(self, start: str, end: str) -> float:
+    def _seconds(self, start: str, end: str) -> tuple[float, float]:
+        """(seconds, CPU seconds; 0 on CUDA) from mark ``start`` to mark ``end``."""
         a, b = self.marks[start], self.marks[end]
-        return a.elapsed_time(b) / 1000 if self.cuda else b - a
+        if self.cuda:
+            return a.elapsed_time(b) / 1000, 0.0
+        return b[0] - a[0], b[1] - a[1]
+
+    def _add(self, label: str, seconds: tuple[float, float]) -> None:
+        total = self.totals.setdefault(label, [0.0, 0.0])
+        total[0] += seconds[0]
+        total[1] += seconds[1]
 
     def step(self, fn) -> None:
         """Runs one step ``fn()`` and adds its phases to the totals."""
@@ -151,19 +168,19 @@ class StepProfile:
         if self.cuda:
             torch.cuda.synchronize()
         total = self._seconds("start", "end")
-        named = 0.0
+        named = [0.0, 0.0]
         for label, start, end in self.PHASES:
             if start in self.marks and end in self.marks:
                 seconds = self._seconds(start, end)
-                self.totals[label] = self.totals.get(label, 0.0) + seconds
-                named += seconds
-        for label, seconds in (("other (copies, frame alignment)", total - named), ("step", total)):
-            self.totals[label] = self.totals.get(label, 0.0) + seconds
+                self._add(label, seconds)
+                named = [named[0] + seconds[0], named[1] + seconds[1]]
+        self._add("other (copies, frame alignment)", (total[0] - named[0], total[1] - named[1]))
+        self._add("step", total)
         self.steps += 1
 
-    def phases(self) -> dict[str, float]:
-        """Mean seconds per step by phase (and ``step``: the whole step)."""
-        return {label: seconds / self.steps for label, seconds in self.totals.items()}
+    def phases(self) -> dict[str, tuple[float, float]]:
+        """Mean (seconds, CPU seconds; 0 on CUDA) per step by phase (and ``step``: the whole step)."""
+        return {label: (wall / self.steps, cpu / self.steps) for label, (wall, cpu) in self.totals.items()}
 
 
 class _Marked:
@@ -179,10 +196,11 @@ class _Marked:
         return out
 
 
-def reference_step(trainer: Trainer, batch, noise_files, rir_files, rng) -> float:
-    """The s3prl-style step (the trainer's teacher is fp32 here); returns the loss."""
+def reference_step(trainer: Trainer, batch, noise_files, rir_files, rng, contaminate=per_utterance_baseline) -> float:
+    """The s3prl-style step (the trainer's teacher is fp32 here), with stock s3prl's own NaN check
+    (``s3prl/pretrain/runner.py``: a NaN gradient norm, read on the host, skips the update); returns the loss."""
     device, task, teacher = trainer.device, trainer.task, trainer.teacher
-    noisy = torch.from_numpy(per_utterance_baseline(batch.wav.numpy(), noise_files, rir_files, rng)).to(device)
+    noisy = torch.from_numpy(contaminate(batch.wav.numpy(), noise_files, rir_files, rng)).to(device)
     clean, lengths = batch.wav.to(device), batch.lengths.to(device)
     frames = int(task.student.frame_lengths(lengths.new_tensor([clean.shape[1]]))[0])
     _, targets = align_frames(frames, teacher(clean, lengths), teacher.config.max_frame_diff, teacher.config.name)
@@ -191,26 +209,32 @@ def reference_step(trainer: Trainer, batch, noise_files, rir_files, rng) -> floa
         loss, _, _ = task(noisy, lengths, targets, clean)
     trainer.scaler.scale(loss).backward()
     trainer.scaler.unscale_(trainer.optimizer)
-    torch.nn.utils.clip_grad_norm_(task.parameters(), trainer.config.optim.clip_grad_norm)
-    trainer.scaler.step(trainer.optimizer)
-    trainer.scaler.update()
+    grad_norm = torch.nn.utils.clip_grad_norm_(task.parameters(), trainer.config.optim.clip_grad_norm)
+    if trainer.scaler.is_enabled():
+        trainer.scaler.step(trainer.optimizer)
+        trainer.scaler.update()
+    elif not math.isnan(grad_norm):
+        trainer.optimizer.step()
     trainer.optimizer.zero_grad(set_to_none=True)
     return loss.item()
 
 
-def timed(fn, device: torch.device, repeats: int) -> tuple[float, int]:
-    """(min seconds of ``repeats`` calls after a warm-up, peak bytes from before the warm-up on)."""
+def timed(fn, device: torch.device, repeats: int) -> tuple[float, float, int]:
+    """(min seconds of ``repeats`` calls after a warm-up, min CPU seconds of this process (all threads) per call,
+    peak bytes from before the warm-up on). CPU time is what the step costs on a machine other jobs share: waiting
+    for a core does not count in it."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
+    times, cpu_times = [], []
     with PeakMemory(device) as memory:
         fn()  # warm-up
         sync()
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             sync()
             times.append(time.perf_counter() - start)
-    return min(times), memory.peak_bytes
+            cpu_times.append(time.process_time() - cpu_start)
+    return min(times), min(cpu_times), memory.peak_bytes
 
 
 def target_fidelity(teacher: Teacher, batch, device: torch.device) -> dict[str, float]:
@@ -262,8 +286,9 @@ def measure(args: argparse.Namespace) -> dict:
         else:
             files = (sorted((root / "noise").glob("*.wav")), sorted((root / "rirs").glob("*.wav")))
             rng = np.random.default_rng(0)
-            step = lambda: reference_step(trainer, batch, *files, rng)  # noqa: E731
-        result["seconds"], result["peak_bytes"] = timed(step, trainer.device, args.repeats)
+            contaminate = per_utterance_baseline  # read when the step runs: --profile marks it below
+            step = lambda: reference_step(trainer, batch, *files, rng, contaminate)  # noqa: E731
+        result["seconds"], result["cpu_seconds"], result["peak_bytes"] = timed(step, trainer.device, args.repeats)
         if args.only == "ours" and trainer.device.type == "cuda":
             from torch.utils.flop_counter import FlopCounterMode
 
@@ -273,12 +298,15 @@ def measure(args: argparse.Namespace) -> dict:
             result["device_name"] = torch.cuda.get_device_name(trainer.device)
         if args.only == "ours" and args.teacher_precision != "fp32":
             result.update(target_fidelity(trainer.teacher, batch, trainer.device))
-        if args.only == "ours" and args.profile:
+        if args.profile:
             profile = StepProfile(trainer)
+            if args.only == "reference":
+                contaminate = _Marked(per_utterance_baseline, profile, "contaminate")
             for _ in range(args.repeats):
                 profile.step(step)
             result["phases"] = profile.phases()
-            # host memory: the loader's batch, and the guard's copy of the last verdict (read a step late)
+        if args.only == "ours" and args.profile:
+            # host memory: the loader's batch, and the guard's copy of the last verdict (on CUDA read a step late)
             with HostReads(trainer.device, host=(batch.wav, batch.lengths, trainer.guard.verdict)) as reads:
                 step()
             result["syncs"], result["host_reads"], result["torch_reads"] = reads.syncs, reads.host, reads.torch
@@ -296,6 +324,9 @@ def main() -> None:
     parser.add_argument("--teacher", choices=["base", "tiny"], default="base")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="timed steps after the warm-up (min is reported)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="process pairs, in alternating order (ours first, then reference first...): the min "
+                             "seconds and the max peak of each variant are reported")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: by name)")
     parser.add_argument("--profile", action="store_true", help="where our step's time goes, and its host syncs")
     parser.add_argument("--only", choices=["ours", "reference"], help=argparse.SUPPRESS)  # one variant, JSON out
@@ -311,21 +342,32 @@ def main() -> None:
     if args.only:
         print(json.dumps(measure(args)))
         return
-    # each variant in a fresh process: equal starting memory, no shared allocator or cache state
-    results = {}
-    for variant in ("ours", "reference"):
-        command = [sys.executable, __file__, *sys.argv[1:], "--only", variant]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
-    ours, ref = results["ours"], results["reference"]
+    # each variant in a fresh process: equal starting memory, no shared allocator or cache state; the pairs
+    # alternate their order, so a load that comes and goes on a shared machine weighs on both alike
+    load = os.getloadavg()[0]
+    runs: dict[str, list[dict]] = {"ours": [], "reference": []}
+    for round_ in range(args.rounds):
+        for variant in ("ours", "reference")[::1 if round_ % 2 == 0 else -1]:
+            command = [sys.executable, __file__, *sys.argv[1:], "--only", variant]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    ours, ref = ({**r[0], **{key: min(x[key] for x in r) for key in ("seconds", "cpu_seconds")},
+                  "peak_bytes": max(x["peak_bytes"] for x in r)} for r in (runs["ours"], runs["reference"]))
     audio = args.batch * args.seconds
-    where = ours.get("device_name", f"{ours['threads']} threads")
+    where = ours.get("device_name", f"{cpu_model()}, {ours['threads']} threads")
     print(f"device {args.device} ({where}), batch {args.batch} x {args.seconds:g} s, teacher {args.teacher} "
-          f"(ours {args.teacher_precision}, reference fp32), student amp {args.amp}")
-    print(f"{'':<10} {'seconds':>8} {'peak MiB':>9} {'audio s/s':>10}")
+          f"(ours {args.teacher_precision}, reference fp32), student amp {args.amp}; load average "
+          f"{load:.1f} -> {os.getloadavg()[0]:.1f}")
+    for name, r in runs.items():
+        print(f"{name} per round: seconds " + " ".join(f"{x['seconds']:.3f}" for x in r) + ", CPU seconds "
+              + " ".join(f"{x['cpu_seconds']:.3f}" for x in r) + ", peak MiB "
+              + " ".join(f"{x['peak_bytes'] / 2**20:.0f}" for x in r))
+    print(f"{'':<10} {'seconds':>8} {'CPU s':>8} {'peak MiB':>9} {'audio s/s':>10}")
     for name, r in (("ours", ours), ("reference", ref)):
-        print(f"{name:<10} {r['seconds']:>8.3f} {r['peak_bytes'] / 2**20:>9.0f} {audio / r['seconds']:>10.1f}")
-    print(f"speed-up (reference / ours): {ref['seconds'] / ours['seconds']:.2f}x; "
+        print(f"{name:<10} {r['seconds']:>8.3f} {r['cpu_seconds']:>8.3f} {r['peak_bytes'] / 2**20:>9.0f} "
+              f"{audio / r['seconds']:>10.1f}")
+    print(f"speed-up (reference / ours): {ref['seconds'] / ours['seconds']:.2f}x, in CPU time "
+          f"{ref['cpu_seconds'] / ours['cpu_seconds']:.2f}x; "
           f"peak memory (reference / ours): {ref['peak_bytes'] / max(ours['peak_bytes'], 1):.2f}x")
     if "target_cos_mean" in ours:
         print(f"teacher {args.teacher_precision} targets vs fp32: frame cosine mean {ours['target_cos_mean']:.4f}, "
@@ -336,15 +378,18 @@ def main() -> None:
         mfu = f"{rate / (peak * 1e12):.1%} of {peak:g} TFLOP/s" if peak else "unknown peak (--peak-tflops)"
         print(f"model FLOPs per step {ours['flops'] / 1e12:.2f} TFLOP; ours {rate / 1e12:.1f} TFLOP/s; MFU {mfu}")
     if "phases" in ours:
-        print_profile(ours, args.device)
+        print_profile(ours, ref, args.device)
 
 
-def print_profile(ours: dict, device: str) -> None:
-    phases = dict(ours["phases"])
-    step = phases.pop("step")
-    print(f"where one of our steps goes (mean of the profiled steps, {step:.3f} s each):")
-    for label, seconds in phases.items():
-        print(f"  {label:<32} {seconds:>8.3f} s {seconds / step:>6.1%}")
+def print_profile(ours: dict, ref: dict, device: str) -> None:
+    cpu = not device.startswith("cuda")
+    columns = ("s", "CPU s") if cpu else ("s",)
+    print("where a step goes (mean of the profiled steps of the first round; reference: its per-utterance "
+          "contamination in 'contamination', its host NaN check in 'clipping, guard'):")
+    print(f"  {'':<32}" + "".join(f" {f'{who} {c}':>15}" for who in ("ours", "reference") for c in columns))
+    for label in ours["phases"]:
+        values = [v for r in (ours, ref) for v in r["phases"].get(label, (0.0, 0.0))[:len(columns)]]
+        print(f"  {label:<32}" + "".join(f" {v:>15.3f}" for v in values))
     syncs = sum(ours["syncs"].values())
     how = "torch sync debug mode" if device.startswith("cuda") else "value reads in our code that sync on CUDA"
     print(f"host-device synchronisations per step: {syncs} ({how})")

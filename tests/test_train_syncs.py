@@ -1,5 +1,6 @@
-"""A training step makes no host read (the NaN guard acts on the device, terms are read on log steps only), and a
-skipped step still changes nothing."""
+"""A training step makes no host read (the NaN guard as CUDA runs it acts on the device, terms are read on log steps
+only), and a skipped step still changes nothing, with the guard as the CPU runs it (checked before stepping) and as
+CUDA runs it (deferred)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pretrain_helpers import make_world, recipe
 from robustdistiller_upstream.config import from_dict
 from robustdistiller_upstream.errors import TrainingError
 from robustdistiller_upstream.train.config import PretrainConfig
+from robustdistiller_upstream.train.guard import UpdateGuard
 from robustdistiller_upstream.train.recipe import PretrainRecipe
 from robustdistiller_upstream.train.runner import Trainer
 from robustdistiller_upstream.train.syncs import HostReads
@@ -55,8 +57,17 @@ def _nan_batch(batch):
     return dataclasses.replace(batch, wav=torch.full_like(batch.wav, math.nan))
 
 
+def _trainer(config: PretrainConfig, exp_dir, defer: bool) -> Trainer:
+    """A trainer whose guard runs as on CUDA (``defer``) or as on the CPU, where it runs."""
+    trainer = Trainer(PretrainRecipe(config), exp_dir)
+    assert not trainer.guard.defer  # the CPU's own: checked before stepping, no snapshot
+    run = config.run
+    trainer.guard = UpdateGuard(trainer.device, run.amp == "fp16", run.max_bad_steps, defer=defer)
+    return trainer
+
+
 def test_a_step_makes_no_host_read_in_the_loop(world, tmp_path):
-    trainer = Trainer(PretrainRecipe(from_dict(PretrainConfig, recipe(world, robust=True))), tmp_path / "exp")
+    trainer = _trainer(from_dict(PretrainConfig, recipe(world, robust=True)), tmp_path / "exp", defer=True)
     batch = next(trainer._batches())
     trainer.train_step(itertools.repeat(batch))  # the first batch width's frame count is computed once
     with HostReads("cpu", host=(batch.wav, batch.lengths, trainer.guard.verdict)) as reads:
@@ -82,18 +93,22 @@ def test_fit_reads_the_terms_on_log_steps_only(world, tmp_path):
     assert by_function == {"fit": 2, "_micro_step": 1}, reads.summary()
 
 
-def test_a_skipped_step_changes_nothing_and_a_streak_stops_the_run(world, tmp_path):
+@pytest.mark.parametrize("defer", [False, True], ids=["cpu-guard", "cuda-guard"])
+def test_a_skipped_step_changes_nothing_and_a_streak_stops_the_run(world, tmp_path, defer):
     config = from_dict(PretrainConfig, recipe(world, robust=False, student=NO_DROPOUT, run={"max_bad_steps": 2}))
-    first = Trainer(PretrainRecipe(config), tmp_path / "first")
+    first = _trainer(config, tmp_path / "first", defer)
+    steps = []
+    first.optimizer.register_step_pre_hook(lambda *_: steps.append(1))
     batch = next(first._batches())
     initial = _state(first)
     first.train_step(itertools.repeat(_nan_batch(batch)))  # a first step that creates the optimizer state
     first.guard.resolve(first.optimizer, first.progress)
     assert first.progress.nonfinite_steps == 1 and first.progress.nonfinite_streak == 1
+    assert len(steps) == int(defer)  # the CPU's guard does not step at all
     assert not first.optimizer.state
     _assert_equal(_state(first)["task"], initial["task"])
     first.train_step(itertools.repeat(batch))
-    fresh = Trainer(PretrainRecipe(config), tmp_path / "fresh")
+    fresh = _trainer(config, tmp_path / "fresh", defer)
     fresh.train_step(itertools.repeat(batch))
     first.guard.resolve(first.optimizer, first.progress)
     assert first.progress.nonfinite_streak == 0
@@ -103,14 +118,19 @@ def test_a_skipped_step_changes_nothing_and_a_streak_stops_the_run(world, tmp_pa
     fresh.train_step(itertools.repeat(_nan_batch(batch)))  # a later one: state exists
     fresh.guard.resolve(fresh.optimizer, fresh.progress)
     _assert_equal(_state(fresh), before)
-    fresh.train_step(itertools.repeat(_nan_batch(batch)))
+    if defer:  # the deferred guard raises when it reads the verdict, the CPU's in the step itself
+        fresh.train_step(itertools.repeat(_nan_batch(batch)))
     with pytest.raises(TrainingError, match=r"2 steps in a row with a non-finite loss or gradient \(step 3\)"):
-        fresh.guard.resolve(fresh.optimizer, fresh.progress)
+        if defer:
+            fresh.guard.resolve(fresh.optimizer, fresh.progress)
+        else:
+            fresh.train_step(itertools.repeat(_nan_batch(batch)))
 
 
-def test_fp16_skipped_step_lowers_the_scale(world, tmp_path):
+@pytest.mark.parametrize("defer", [False, True], ids=["cpu-guard", "cuda-guard"])
+def test_fp16_skipped_step_lowers_the_scale(world, tmp_path, defer):
     config = from_dict(PretrainConfig, recipe(world, robust=False, run={"amp": "fp16"}))
-    trainer = Trainer(PretrainRecipe(config), tmp_path / "exp")
+    trainer = _trainer(config, tmp_path / "exp", defer)
     batch = next(trainer._batches())
     trainer.train_step(itertools.repeat(batch))
     before, scale = _state(trainer), trainer.scaler.get_scale()

@@ -1,9 +1,13 @@
-"""The NaN guard without a per-step host sync: a step's verdict (loss and gradient norm finite?) is acted on by the
-device at once and read by the host one step later, when the next step's work is already queued.
+"""The NaN guard: a step whose loss or gradient norm is not finite changes nothing, counted, and a streak of them
+stops the run.
 
-A host read of a device value waits for the device to finish everything queued before it and leaves it idle while
-the host prepares the next step (batch, contamination draws, kernel launches); reading the verdict one step late
-lets the host run a step ahead instead.
+Where the host is the device (the CPU) reading the verdict costs nothing: the guard reads it before the optimizer
+steps and skips a bad step, so nothing needs putting back. On CUDA a host read waits for the device to finish
+everything queued before it and leaves it idle while the host prepares the next step (batch, contamination draws,
+kernel launches), so there the guard steps at once, undoes a bad step's parameters on the device and reads the
+verdict one step late, from a snapshot of what the step changed: the host runs a step ahead, for the price of a
+copy of the parameters and their optimizer state each step (three times the trainable weights under Adam: ~384
+MiB for the base student and head, which a GPU has to spare and a CPU run would feel: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -41,24 +45,30 @@ class _Snapshot:
 
 
 class UpdateGuard:
-    """``update`` runs ``scaler.step(optimizer)`` and undoes it when the loss or the gradient norm is not finite:
-    the parameters at once on the device (``torch.where``, no host read: the next forward pass uses them), the
-    optimizer's state when the host reads the verdict, at the next ``update`` or ``resolve`` (the loop calls it on
-    log and save steps and at the end), before that state is used again. So a skipped step leaves everything as
-    it was, its own update counts included (torch's AdamW on CUDA and ``ScheduledAdamW`` keep them on the host).
+    """``update`` runs ``scaler.step(optimizer)`` unless the loss or the gradient norm is not finite, so a skipped
+    step leaves everything as it was, its own update counts included (torch's AdamW on CUDA and ``ScheduledAdamW``
+    keep them on the host).
 
-    ``resolve`` counts the skipped steps and the streak in ``counters`` and raises ``TrainingError`` when
-    ``max_bad_steps`` come in a row: one step after the last of them. fp16: the gradient scaler skips a step whose
-    gradients overflow and lowers its scale; such a step with a finite loss is neither counted nor ends a streak.
-    ``verdict`` is the host copy of the last verdict (pinned on CUDA): (loss finite, gradient norm finite), 1/0.
+    ``defer=False`` (the CPU): the verdict is read before stepping and a bad step is not taken. ``defer=True``
+    (CUDA): no host read in the step; the optimizer steps and a bad step is undone, the parameters at once on the
+    device (``torch.where``: the next forward pass uses them), the optimizer's state when the host reads the
+    verdict, at the next ``update`` or ``resolve`` (the loop calls it on log and save steps and at the end), before
+    that state is used again.
+
+    A skipped step is counted in ``counters`` with the streak, and ``max_bad_steps`` in a row raise
+    ``TrainingError``: at once, or one step after the last of them with ``defer``. fp16: the gradient scaler skips a
+    step whose gradients overflow and lowers its scale; such a step with a finite loss is neither counted nor ends a
+    streak. ``verdict`` is the host copy of the last verdict (pinned on CUDA): (loss finite, gradient norm finite),
+    1/0.
     """
 
-    def __init__(self, device: torch.device, fp16: bool, max_bad_steps: int) -> None:
+    def __init__(self, device: torch.device, fp16: bool, max_bad_steps: int, defer: bool) -> None:
         self.fp16 = fp16
         self.max_bad_steps = max_bad_steps
+        self.defer = defer
         cuda = device.type == "cuda"
         self.verdict = torch.zeros(2, pin_memory=cuda)
-        self._event = torch.cuda.Event() if cuda else None
+        self._event = torch.cuda.Event() if cuda and defer else None
         self._saved: list[Tensor] = []
         self._pending: Optional[_Snapshot] = None
 
@@ -95,6 +105,13 @@ class UpdateGuard:
         finite = torch.stack([torch.isfinite(loss), torch.isfinite(grad_norm)]).float()
         if reduce:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not self.defer:
+            self.verdict.copy_(finite)
+            verdict = self._read()
+            if not self._skips(*verdict):
+                scaler.step(optimizer)
+            self._count(verdict, step, counters)
+            return
         keep = finite[0] > 0 if self.fp16 else finite.min() > 0
         self._pending = self._snapshot(optimizer, step)
         scaler.step(optimizer)
@@ -107,19 +124,29 @@ class UpdateGuard:
             self._event.record()
 
     def resolve(self, optimizer: torch.optim.Optimizer, counters: Counters) -> None:
-        """Reads the last verdict (waiting for it on CUDA), puts the optimizer state back if that step was
-        skipped, and counts it."""
+        """Reads the last deferred verdict (waiting for it on CUDA), puts the optimizer state back if that step was
+        skipped, and counts it; nothing to do without ``defer``."""
         snapshot, self._pending = self._pending, None
         if snapshot is None:
             return
         if self._event is not None:
             self._event.synchronize()
+        verdict = self._read()
+        if self._skips(*verdict):
+            self._restore(optimizer, snapshot)
+        self._count(verdict, snapshot.step, counters)
+
+    def _read(self) -> tuple[bool, bool]:
+        """``verdict`` as (loss finite, gradient norm finite)."""
         loss_ok, grad_ok = (value > 0 for value in self.verdict.tolist())
-        if loss_ok and grad_ok:
-            counters.nonfinite_streak = 0
-            return
-        if loss_ok and self.fp16:
-            return  # overflowing fp16 gradients: the scaler skipped the step and lowered its scale
+        return loss_ok, grad_ok
+
+    def _skips(self, loss_ok: bool, grad_ok: bool) -> bool:
+        """Whether the guard skips a step of this verdict (an fp16 overflow is the scaler's to skip)."""
+        return not loss_ok or not (grad_ok or self.fp16)
+
+    def _restore(self, optimizer: torch.optim.Optimizer, snapshot: _Snapshot) -> None:
+        """Puts the optimizer state of ``snapshot`` back (its parameters are back already)."""
         params = self._params(optimizer)
         for (i, key), saved in zip(snapshot.keys, self._saved):
             if key:
@@ -129,12 +156,20 @@ class UpdateGuard:
                 optimizer.state[p].update(snapshot.host[i])
             else:
                 optimizer.state.pop(p, None)  # the skipped step was its first
+
+    def _count(self, verdict: tuple[bool, bool], step: int, counters: Counters) -> None:
+        """Counts step ``step``'s ``verdict``; raises when it ends ``max_bad_steps`` skipped steps in a row."""
+        if all(verdict):
+            counters.nonfinite_streak = 0
+            return
+        if not self._skips(*verdict):
+            return  # overflowing fp16 gradients: the scaler skipped the step and lowered its scale
         counters.nonfinite_steps += 1
         counters.nonfinite_streak += 1
-        logger.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)",
-                       snapshot.step, counters.nonfinite_streak)
+        logger.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step,
+                       counters.nonfinite_streak)
         if counters.nonfinite_streak >= self.max_bad_steps:
             raise TrainingError(
                 f"{counters.nonfinite_streak} steps in a row with a non-finite loss or gradient (step "
-                f"{snapshot.step}): lower optim.lr, check the data, or try run.amp=bf16"
+                f"{step}): lower optim.lr, check the data, or try run.amp=bf16"
             )

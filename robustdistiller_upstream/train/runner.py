@@ -176,7 +176,9 @@ class Trainer:
         utterances, unreadable = load_corpus(config.data)
         self.stream = BatchStream(config.data, utterances, self.env.rank, self.env.world_size)
         self.progress = Progress(skipped_files=unreadable)
-        self.guard = UpdateGuard(self.device, run.amp == "fp16", run.max_bad_steps)
+        # on the CPU the guard's host read is free: it checks before stepping and keeps no snapshot
+        self.guard = UpdateGuard(self.device, run.amp == "fp16", run.max_bad_steps,
+                                 defer=self.device.type == "cuda")
         saved = None
         if resume:
             if self.env.main:
@@ -326,7 +328,7 @@ class Trainer:
     def train_step(self, batches: Iterator[Batch]) -> tuple[dict[str, Tensor], Any]:
         """One optimizer step over the stage's ``accumulate`` micro-batches; returns the averaged terms and the
         gradient norm (0-d tensors on the device: reading them is a host sync, which ``fit`` makes on log steps
-        only) and the last batch. Makes no host read itself (``UpdateGuard``)."""
+        only) and the last batch. Makes no host read itself on CUDA (``UpdateGuard``)."""
         accumulate = self.stage.accumulate
         sums: dict[str, Tensor] = {}
         for micro in range(accumulate):
