@@ -47,6 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from growth import disk_bytes, growth, mib  # noqa: E402
 from machine import cpu_model  # noqa: E402
 
 from robustdistiller_upstream.audio import write_audio_atomic  # noqa: E402
@@ -144,15 +145,6 @@ CORPORA = [Corpus("LibriSpeech test-clean", 2620, 7.42, write_librispeech),
            Corpus("QUESST 2014", 13047, 6.63, write_quesst14)]
 
 
-def disk_bytes(root: Path) -> int:
-    """Allocated bytes under ``root`` (``du``: blocks, links not followed); 0 when missing."""
-    total = 0
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            total += os.lstat(os.path.join(folder, name)).st_blocks * 512
-    return total
-
-
 def audio_seconds(root: Path) -> float:
     """Seconds of audio in the files under ``root`` (headers only)."""
     import soundfile as sf
@@ -232,20 +224,16 @@ def measure(corpus: Corpus, size: str, n: int, seconds: float, conditions: dict[
     return rows
 
 
-def _mib(n: float) -> str:
-    return f"{n / 2**20:.1f}"
-
-
 def print_rows(rows: list[Copy]) -> None:
     print("| corpus | size | condition | files | audio s | time s | growth | builder / contaminate peak RSS MiB | "
           "copy audio MiB | links MiB | clean MiB |\n|" + "---|" * 11)
     previous: dict[tuple[str, str], Copy] = {}
     for r in rows:
         below = previous.get((r.corpus, r.condition))
-        growth = f"{(r.seconds / below.seconds) / (r.n / below.n):.2f}" if below and r.n > below.n else ""
-        print(f"| {r.corpus} | {r.size} | {r.condition} | {r.n} | {r.audio_s:.0f} | {r.seconds:.1f} | {growth} | "
-              f"{_mib(r.builder_rss)} / {_mib(r.child_rss)} | {_mib(r.audio)} | {_mib(r.links)} | "
-              f"{_mib(r.clean_disk)} |")
+        ratio = f"{growth(r.seconds, below.seconds, r.n, below.n):.2f}" if below and r.n > below.n else ""
+        print(f"| {r.corpus} | {r.size} | {r.condition} | {r.n} | {r.audio_s:.0f} | {r.seconds:.1f} | {ratio} | "
+              f"{mib(r.builder_rss)} / {mib(r.child_rss)} | {mib(r.audio)} | {mib(r.links)} | "
+              f"{mib(r.clean_disk)} |")
         previous[(r.corpus, r.condition)] = r
 
 

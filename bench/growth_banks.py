@@ -31,7 +31,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import shutil
 import struct
 import subprocess
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from growth import disk_bytes, growth_table, peak_rss_mb
 from machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,14 +58,6 @@ def _rss_mb() -> float:
     """Resident memory of this process now (MB)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _disk_mb(root: Path) -> float:
-    return sum(os.stat(os.path.join(d, n)).st_blocks * 512 for d, _, names in os.walk(root) for n in names) / 2**20
 
 
 def sparse_wav(path: Path, frames: int, rate: int, channels: int = 1) -> None:
@@ -152,7 +144,7 @@ def noise_child(work: Path, scale: int, batches: int) -> dict:
                                 NoiseSourceConfig(kind="urbansound8k", path=str(us8k))],
                         cache_dir=str(work / "cache"), skip_low_rate=False, min_noise_seconds=0.0,
                         memory_cap_mb=0)
-    out: dict = {"disk_mb": _disk_mb(work / "data")}
+    out: dict = {"disk_mb": disk_bytes(work / "data") / 2**20}
     begin = time.perf_counter()
     on_disk = NoiseBank.from_config(config)
     out["index_cold"] = time.perf_counter() - begin
@@ -173,7 +165,7 @@ def noise_child(work: Path, scale: int, batches: int) -> dict:
     out["load"] = time.perf_counter() - begin - out["index_warm"]
     out["rank_mb"] = _rss_mb() - before
     out["segments_per_s_memory"] = _segments_per_s(in_memory, draws * 20, row)
-    out["rss_mb"] = _peak_rss_mb()
+    out["rss_mb"] = peak_rss_mb()
     return out
 
 
@@ -187,7 +179,7 @@ def rir_child(work: Path, scale: int, batches: int, rirs_only: bool, longest_s: 
     tree = write_slr28(work / "data", scale, longest_s)
     config = BankConfig(rirs=[RirSourceConfig(kind="slr28", path=str(tree), rirs_only=rirs_only)],
                         cache_dir=str(work / "cache"), skip_low_rate=False)
-    out: dict = {"disk_mb": _disk_mb(work / "data")}
+    out: dict = {"disk_mb": disk_bytes(work / "data") / 2**20}
     begin = time.perf_counter()
     RirBank.from_config(BankConfig(rirs=config.rirs, cache_dir=config.cache_dir, memory_cap_mb=0))
     out["index_cold"] = time.perf_counter() - begin
@@ -204,7 +196,7 @@ def rir_child(work: Path, scale: int, batches: int, rirs_only: bool, longest_s: 
     wav = torch.randn(BATCH, SAMPLES) * 0.1
     lengths = torch.full((BATCH,), SAMPLES)
     contaminator(wav, lengths)  # warm-up: workspaces allocated
-    before = _peak_rss_mb()
+    before = peak_rss_mb()
     times = []
     for step in range(batches):
         begin = time.perf_counter()
@@ -213,7 +205,7 @@ def rir_child(work: Path, scale: int, batches: int, rirs_only: bool, longest_s: 
     out["reverb_batch_s"] = float(np.median(times))
     spectra = contaminator.rir_spectra  # complex64 (n_fft // 2 + 1,) each
     out["n_fft"] = (spectra.bytes // len(spectra) // 8 - 1) * 2
-    out["rss_mb"] = _peak_rss_mb()
+    out["rss_mb"] = peak_rss_mb()
     out["reverb_peak_growth_mb"] = out["rss_mb"] - before
     return out
 
@@ -228,20 +220,6 @@ def run_child(kind: str, scale: int, work: Path, args: argparse.Namespace) -> di
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def growth(values: list[float], sizes: list[float]) -> list[str]:
-    """(cost ratio) / (size ratio) of each size to the previous one: ~1 linear, < 1 fixed costs, > 1 faster."""
-    return [f"{(b / a) / (m / n):.2f}" if a > 0 else "-" for a, b, n, m in zip(values, values[1:], sizes, sizes[1:])]
-
-
-def table(rows: list[tuple[str, str, list[float]]], labels: list[str], sizes: list[float]) -> str:
-    lines = ["| what | unit | " + " | ".join(labels) + " | " + " | ".join(
-        f"growth {a}->{b}" for a, b in zip(labels, labels[1:])) + " |", "|" + "---|" * (1 + 2 * len(labels))]
-    for what, unit, values in rows:
-        lines.append(f"| {what} | {unit} | " + " | ".join(f"{v:.3g}" for v in values) + " | "
-                     + " | ".join(growth(values, sizes)) + " |")
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -299,7 +277,7 @@ def main() -> None:
     ]
     print(f"\nRIR banks in memory (rirs_only true / false): {[x['in_memory'] for x in r]} / "
           f"{[x['in_memory'] for x in rn]}; longest RIR-bank file {rn[-1]['longest_s']:.0f} s")
-    print(table(rows, labels, [1 / s for s in scales]))
+    print(growth_table(rows, labels, [1 / s for s in scales]))
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 

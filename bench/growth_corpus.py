@@ -32,7 +32,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from typing import Callable
 
 import numpy as np
 
+from growth import disk_bytes, growth_table, peak_rss_mb
 from machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,17 +51,6 @@ FULL = sum(SUBSETS.values())  # 281,241
 RATE = 16000
 UTTS_PER_CHAPTER, CHAPTERS_PER_SPEAKER = 50, 2  # LibriSpeech: ~51 and ~2.3
 MEAN_SECONDS = 960.9 * 3600 / FULL  # 12.3 s
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _disk_mb(root: Path) -> float:
-    """MB on disk (allocated blocks) of every file under ``root``."""
-    used = sum(os.stat(os.path.join(folder, name)).st_blocks * 512
-               for folder, _, names in os.walk(root) for name in names)
-    return used / 2**20
 
 
 def lengths_s(n: int, seed: int = 0) -> np.ndarray:
@@ -99,7 +88,7 @@ def write_tree(root: Path, size: int) -> dict:
                 templates[s] = buffer.getvalue()
             (folder / f"{speaker}-{chapter}-{utt:04d}.flac").write_bytes(templates[s])
             k += 1
-    return {"seconds": time.perf_counter() - start, "rss_mb": _peak_rss_mb(), "disk_mb": _disk_mb(root),
+    return {"seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb(), "disk_mb": disk_bytes(root) / 2**20,
             "hours": float(seconds.sum()) / 3600, "entries": k}
 
 
@@ -109,7 +98,7 @@ def prepare(root: Path, manifest: Path) -> dict:
     args = argparse.Namespace(root=str(root), out=str(manifest), subsets=list(SUBSETS))
     start = time.perf_counter()
     prepare_librispeech.run(args)
-    return {"seconds": time.perf_counter() - start, "rss_mb": _peak_rss_mb(),
+    return {"seconds": time.perf_counter() - start, "rss_mb": peak_rss_mb(),
             "disk_mb": manifest.stat().st_size / 2**20}
 
 
@@ -146,7 +135,7 @@ def start_rank(manifest: Path, exp_dir: Path) -> dict:
     cropped = [min(u.length, config.data.sequence_length) for u in utterances]
     by_seconds = _best(lambda: data.bucketed_batches(cropped, 24, 0, 0, max_samples=160 * RATE))
     return {"seconds": init + first, "init": init, "first_batch": first, "load_corpus": loaded,
-            "stream": stream, "rank7_stream": rank7, "bucket_seconds": by_seconds, "rss_mb": _peak_rss_mb()}
+            "stream": stream, "rank7_stream": rank7, "bucket_seconds": by_seconds, "rss_mb": peak_rss_mb()}
 
 
 def _best(function: Callable[[], object], repeats: int = 3) -> float:
@@ -174,22 +163,6 @@ def run_child(step: str, size: int, work: Path) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", step, "--size", str(size), "--work", str(work)],
                          env=env, check=True, stdout=subprocess.PIPE, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def growth(values: list[float], sizes: list[int]) -> list[str]:
-    """(cost ratio) / (size ratio) of each size to the previous one."""
-    return ["-"] + [f"{(b / a) / (m / n):.2f}" if a > 0 else "-"
-                    for a, b, n, m in zip(values, values[1:], sizes, sizes[1:])]
-
-
-def table(rows: list[tuple[str, str, list[float]]], sizes: list[int]) -> str:
-    head = "| what | unit | " + " | ".join(f"{n:,}" for n in sizes) + " | " + " | ".join(
-        f"growth {a:,}->{b:,}" for a, b in zip(sizes, sizes[1:])) + " |"
-    lines = [head, "|" + "---|" * (2 + 2 * len(sizes) - 1)]
-    for what, unit, values in rows:
-        lines.append(f"| {what} | {unit} | " + " | ".join(f"{v:.3g}" for v in values) + " | "
-                     + " | ".join(growth(values, sizes)[1:]) + " |")
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -232,7 +205,7 @@ def main() -> None:
         ("bucketed_batches by seconds (160 s, CPU)", "s", [r["bucket_seconds"] for r in s]),
     ]
     print("\nsimulated hours: " + ", ".join(f"{r['hours']:.1f}" for r in w))
-    print(table(rows, sizes))
+    print(growth_table(rows, [f"{n:,}" for n in sizes], sizes))
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 

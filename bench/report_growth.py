@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from growth import disk_bytes, growth, mib  # noqa: E402
 from machine import cpu_model  # noqa: E402
 
 from robustdistiller_upstream.config import read_yaml  # noqa: E402
@@ -106,15 +107,6 @@ def write_sweep(exp: Path, tag: str, conditions: dict[str, str], rng: random.Ran
     return count
 
 
-def disk_bytes(root: Path) -> int:
-    """Allocated bytes of everything under ``root`` (``du``: blocks, links not followed)."""
-    total = 0
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            total += os.lstat(os.path.join(folder, name)).st_blocks * 512
-    return total
-
-
 def run_report(expdirs: list[Path], out: Path, pythonpath: Path) -> tuple[float, int]:
     """(wall seconds, peak RSS in bytes) of ``robustdistiller report expdirs --out out`` in a fresh process that
     imports the package from ``pythonpath``."""
@@ -172,15 +164,6 @@ def run_stages(expdirs: list[Path], out: Path, pythonpath: Path) -> dict[str, fl
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f}"
-
-
-def growth(value: float, below: float, size: Size, size_below: Size) -> float:
-    """Time ratio between two sizes over their cell ratio: 1 = linear, 10 = quadratic over a 10x step."""
-    return value / max(below, 1e-9) / (size.cells / size_below.cells)
-
-
 @dataclass
 class Measured:
     """One size: the sweep written, and per code (ours, before) the CLI's best time and peak RSS, the report's
@@ -225,16 +208,16 @@ def print_tables(rows: list[Measured]) -> None:
     print(header + "\n|" + "---|" * (header.count("|") - 1))
     for i, row in enumerate(rows):
         for name, (seconds, rss) in row.cli.items():
-            ratio = f"{growth(seconds, rows[i - 1].cli[name][0], row.size, rows[i - 1].size):.2f}" if i else ""
-            print(f"| {row.size.label} | {row.size.cells} | {row.files} | {_mib(row.disk)} | {name} | {seconds:.2f} | "
-                  f"{ratio} | {_mib(rss)} | {_mib(row.report_disk[name])} |")
+            ratio = f"{growth(seconds, rows[i - 1].cli[name][0], row.size.cells, rows[i - 1].size.cells):.2f}" if i else ""
+            print(f"| {row.size.label} | {row.size.cells} | {row.files} | {mib(row.disk)} | {name} | {seconds:.2f} | "
+                  f"{ratio} | {mib(rss)} | {mib(row.report_disk[name])} |")
     print("\nStages, s (growth):\n\n| size | code | " + " | ".join(STAGES) + " |\n|" + "---|" * (len(STAGES) + 2))
     for i, row in enumerate(rows):
         for name, laps in row.stages.items():
             below = rows[i - 1] if i else None
             cells = []
             for stage in STAGES:
-                ratio = growth(laps[stage], below.stages[name][stage], row.size, below.size) if below else None
+                ratio = growth(laps[stage], below.stages[name][stage], row.size.cells, below.size.cells) if below else None
                 cells.append(f"{laps[stage]:.3f}" + (f" ({ratio:.2f})" if ratio is not None else ""))
             print(f"| {row.size.label} | {name} | " + " | ".join(cells) + " |")
 

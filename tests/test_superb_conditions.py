@@ -18,8 +18,7 @@ from robustdistiller_upstream.superb.conditions import build_condition
 CONDITIONS = "conditions:\n  white_snr0: {spec: 'noise:white:snr=0', seed: 3}\n"
 
 
-def _scp_dir(folder: Path, audio_dir: Path, n: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
+def _scp_dir(folder: Path, audio_dir: Path, n: int) -> None:
     folder.mkdir(parents=True)
     lines = []
     for i in range(n):
@@ -33,8 +32,8 @@ def _scp_dir(folder: Path, audio_dir: Path, n: int, seed: int) -> None:
 
 def test_enhancement_input_side_is_contaminated_targets_stay(tmp_path):
     test_dir = tmp_path / "voicebank" / "test"
-    _scp_dir(test_dir / "noisy", tmp_path / "audio" / "noisy", 3, 0)
-    _scp_dir(test_dir / "clean", tmp_path / "audio" / "clean", 3, 1)
+    _scp_dir(test_dir / "noisy", tmp_path / "audio" / "noisy", 3)
+    _scp_dir(test_dir / "clean", tmp_path / "audio" / "clean", 3)
     conditions = tmp_path / "conditions.yaml"
     conditions.write_text(CONDITIONS)
     condition = Condition("white_snr0", "noise:white:snr=0", 3)
@@ -71,7 +70,7 @@ def test_a_part_not_in_normal_form_is_refused_not_left_clean(tmp_path, part):
     """A part written ``./noisy`` or ``noisy/`` is contaminated into ``out/``, but the evaluated root is matched by
     name: it would link the clean original. The copy is refused, naming the part (issue 25)."""
     test_dir = tmp_path / "voicebank" / "test"
-    _scp_dir(test_dir / "noisy", tmp_path / "audio" / "noisy", 1, 0)
+    _scp_dir(test_dir / "noisy", tmp_path / "audio" / "noisy", 1)
     conditions = tmp_path / "conditions.yaml"
     conditions.write_text(CONDITIONS)
     with pytest.raises(ConfigError, match=rf"test part '{part}' resolves to {test_dir / 'noisy'}, outside the "
