@@ -28,7 +28,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from machine import cpu_flags, cpu_model
 
@@ -122,8 +121,10 @@ def max_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
 
 def frame_cosines(reduced: dict[str, Any], reference: dict[str, Any]) -> list[float]:
     """Per hidden state, the cosine of ``reduced``'s to ``reference``'s, frame by frame, mean over valid frames."""
-    valid = reference["pad_mask"].bool()
-    return [F.cosine_similarity(x.float(), y, dim=-1)[valid].mean().item()
+    from robustdistiller_upstream.export.check import mean_cosine
+
+    frame_lengths = reference["pad_mask"].sum(dim=1).long()
+    return [mean_cosine(x.float(), y, frame_lengths)
             for x, y in zip(reduced["hidden_states"], reference["hidden_states"], strict=True)]
 
 

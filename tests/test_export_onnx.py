@@ -180,6 +180,18 @@ def test_existing_output_is_refused_unless_forced(tmp_path):
     assert "projected_features" in forced.stdout and onnx.load(str(out)).graph.node
 
 
+def test_cli_refuses_int8_options_without_an_int8_mode(tmp_path, base):
+    """--min-cosine means nothing for an fp32 export, and --int8 nothing for --to hf: exit 2 naming the flag, nothing
+    written."""
+    ckpt, _ = base
+    for flags, out, flag in ((["--to", "onnx", "--min-cosine", "0.9"], tmp_path / "out.onnx", "--min-cosine"),
+                             (["--to", "hf", "--int8"], tmp_path / "hf", "--int8")):
+        command = [sys.executable, "-m", "robustdistiller_upstream.cli", "export", str(ckpt), *flags, str(out)]
+        refused = subprocess.run(command, capture_output=True, text=True)
+        assert refused.returncode == 2 and flag in refused.stderr, refused.stderr
+        assert not out.exists()
+
+
 def test_a_graph_that_fails_its_check_leaves_nothing(tmp_path, base):
     """Projected features of ~1e5 cannot match to 1e-4 in float32: the export is refused and no file stays."""
     checkpoint = load_student_checkpoint(base[0])

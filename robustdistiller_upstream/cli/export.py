@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.to == "hf" and (args.int8 or args.calibrate or args.min_cosine is not None):
         raise ExportError("--int8*, --calibrate and --min-cosine apply to --to onnx only")
+    if args.to == "onnx" and args.min_cosine is not None and not args.int8:
+        raise ExportError("--min-cosine applies with --int8, --int8-static or --int8-dynamic only")
     if args.to == "onnx" and (args.keep_heads or args.results):
         raise ExportError("--keep-heads and --results apply to --to hf only")
     source = load_export_source(args.ckpt, args.trust_checkpoint)
